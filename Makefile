@@ -1,0 +1,45 @@
+# One-command entry points. Each target creates/updates the virtualenv it needs.
+#   make run    install the serving extra and start the API on the committed models
+#   make test   install everything (dev extra) and run lint + the test suite
+#   make train  retrain all three variants into models/ (new versions)
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The offline MNIST copy beside the checkout, when present; override with MNIST_DATA_DIR=...
+MNIST_DATA_DIR ?= $(abspath $(wildcard ../shared/data/mnist))
+export MNIST_DATA_DIR
+
+.PHONY: run test lint train bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.serve-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[serve]"
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@ $(VENV)/.serve-installed
+
+run: $(VENV)/.serve-installed
+	$(BIN)/python -m service
+
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/python -m pytest
+
+train: $(VENV)/.dev-installed
+	$(BIN)/mnist-train --variant all $(if $(MNIST_DATA_DIR),--data-dir $(MNIST_DATA_DIR)) --output-dir models
+
+bench: $(VENV)/.dev-installed
+	$(BIN)/python benchmarks/layer_train_step.py
+	$(BIN)/python benchmarks/onnx_inference.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

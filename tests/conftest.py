@@ -1,0 +1,30 @@
+"""Shared fixtures. The MNIST copy is found through MNIST_DATA_DIR (set by `make test` and CI)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    value = os.environ.get("MNIST_DATA_DIR")
+    if not value:
+        pytest.skip("MNIST_DATA_DIR is not set; point it at a directory of MNIST IDX files")
+    path = Path(value)
+    if not path.is_dir():
+        pytest.fail(f"MNIST_DATA_DIR={value} is not a directory")
+    return path
+
+
+@pytest.fixture(scope="session")
+def mnist(mnist_dir: Path):
+    from training.data import load_idx_directory
+
+    return load_idx_directory(mnist_dir)

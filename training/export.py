@@ -1,0 +1,207 @@
+"""Export a trained classifier to `models/<variant>/<version>/`: SavedModel, ONNX, .keras, manifest.
+
+The version directory is written under a temporary name and renamed into place only after the
+parity check passes, so a failed export never leaves a half-written version for the service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import platform
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnist_shared.manifest import Manifest, TensorSpec, hash_artifacts, latest_version
+from mnist_shared.preprocessing import IMAGE_SIZE, scale_pixels
+
+logger = logging.getLogger(__name__)
+
+ONNX_OPSET = 17
+PARITY_TOLERANCE = 1e-5
+PARITY_MIN_IMAGES = 1000
+INPUT_SPEC = TensorSpec(
+    name="image",
+    dtype="float32",
+    shape=[None, IMAGE_SIZE, IMAGE_SIZE],
+    description="Grayscale digit, white on black, pixels scaled to [0, 1].",
+)
+OUTPUT_SPEC = TensorSpec(
+    name="probabilities", dtype="float32", shape=[None, 10], description="Softmax over digits 0-9."
+)
+
+
+class ExportParityError(RuntimeError):
+    """The exported artifacts do not reproduce the Keras model's outputs."""
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """What a training run hands to the exporter besides the model itself."""
+
+    variant: str
+    architecture: str
+    test_accuracy: float
+    test_samples: int
+    parity_images: np.ndarray  # uint8 (N, 28, 28), N >= PARITY_MIN_IMAGES
+    training: dict[str, Any]
+    data: dict[str, Any]
+    version: int | None = None  # None: next free version
+
+
+def serving_function(model: Any) -> Any:
+    """The one inference entry point both exports are made from: image -> probabilities."""
+    import tensorflow as tf
+
+    signature = tf.TensorSpec(INPUT_SPEC.shape, tf.float32, name=INPUT_SPEC.name)
+
+    @tf.function(input_signature=[signature])
+    def serve(image: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {OUTPUT_SPEC.name: model(image, training=False)}
+
+    return serve
+
+
+def export_model(model: Any, request: ExportRequest, models_dir: Path) -> Path:
+    """Write every artifact and the manifest; return the final version directory."""
+    variant_dir = models_dir / request.variant
+    variant_dir.mkdir(parents=True, exist_ok=True)
+    version = request.version or (latest_version(variant_dir) or 0) + 1
+    final_dir = variant_dir / str(version)
+    if final_dir.exists():
+        raise FileExistsError(f"{final_dir} already exists; pass another --version or remove it.")
+    staging = Path(tempfile.mkdtemp(prefix=f".staging-{version}-", dir=variant_dir))
+    try:
+        parity = _write_artifacts(model, staging, request.parity_images)
+        _manifest(request, version, parity, files=hash_artifacts(staging)).write(staging)
+        staging.rename(final_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.info("exported %s version %d to %s", request.variant, version, final_dir)
+    return final_dir
+
+
+def _write_artifacts(model: Any, out_dir: Path, parity_images: np.ndarray) -> dict[str, Any]:
+    import keras
+    import tf2onnx
+
+    serve = serving_function(model)
+    model.save(out_dir / "model.keras")
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serving_default", serve)
+    archive.write_out(str(out_dir / "saved_model"), verbose=False)
+    tf2onnx.convert.from_function(
+        serve,
+        input_signature=serve.input_signature,
+        opset=ONNX_OPSET,
+        output_path=str(out_dir / "model.onnx"),
+    )
+    return check_parity(model, out_dir, parity_images)
+
+
+def check_parity(model: Any, out_dir: Path, images: np.ndarray) -> dict[str, Any]:
+    """Keras, the reloaded SavedModel and onnxruntime must agree; raise ExportParityError if not."""
+    import onnxruntime as ort
+    import tensorflow as tf
+
+    if len(images) < PARITY_MIN_IMAGES:
+        raise ValueError(f"parity needs >= {PARITY_MIN_IMAGES} images, got {len(images)}")
+    x = scale_pixels(images)
+    expected = model.predict(x, batch_size=256, verbose=0)
+    signature = tf.saved_model.load(str(out_dir / "saved_model")).signatures["serving_default"]
+    saved = signature(image=tf.constant(x))[OUTPUT_SPEC.name].numpy()
+    session = ort.InferenceSession(str(out_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    onnx_out = session.run([OUTPUT_SPEC.name], {INPUT_SPEC.name: x})[0]
+    report: dict[str, Any] = {"images": len(x), "tolerance": PARITY_TOLERANCE}
+    for backend, actual in (("savedmodel", saved), ("onnx", onnx_out)):
+        max_diff = float(np.abs(actual - expected).max())
+        argmax_mismatches = int((actual.argmax(1) != expected.argmax(1)).sum())
+        report[backend] = {"max_abs_diff": max_diff, "argmax_mismatches": argmax_mismatches}
+        if max_diff > PARITY_TOLERANCE or argmax_mismatches:
+            raise ExportParityError(
+                f"{backend} export disagrees with Keras on {len(x)} images: max abs difference "
+                f"{max_diff:.2e} (limit {PARITY_TOLERANCE:.0e}), {argmax_mismatches} different "
+                "argmax. The export was discarded."
+            )
+    logger.info("parity ok: %s", report)
+    return report
+
+
+def _manifest(
+    request: ExportRequest, version: int, parity: dict[str, Any], files: dict[str, str]
+) -> Manifest:
+    return Manifest(
+        variant=request.variant,
+        version=version,
+        architecture=request.architecture,
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        test_accuracy=request.test_accuracy,
+        test_samples=request.test_samples,
+        input=INPUT_SPEC,
+        output=OUTPUT_SPEC,
+        onnx_opset=ONNX_OPSET,
+        training=request.training,
+        data=request.data,
+        parity=parity,
+        libraries=library_versions(),
+        files=files,
+    )
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`mnist-export`: export an existing .keras model as a new version (no training)."""
+    from training.data import load_mnist
+    from training.train import evaluate_on_test, setup_logging
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("keras_file", type=Path, help="a model.keras written by mnist-train")
+    parser.add_argument("--variant", required=True, choices=("group", "instance", "layer"))
+    parser.add_argument("--architecture", default="cnn", help="recorded in the manifest")
+    parser.add_argument("--models-dir", type=Path, default=Path("models"))
+    parser.add_argument("--data-dir", type=Path, default=None, help="MNIST IDX directory")
+    parser.add_argument("--version", type=int, default=None, help="default: next free version")
+    args = parser.parse_args(argv)
+    setup_logging()
+
+    import keras
+
+    import training.layers  # noqa: F401  (registers the custom layers for deserialization)
+
+    model = keras.saving.load_model(args.keras_file)
+    data = load_mnist(args.data_dir)
+    accuracy = evaluate_on_test(model, data)
+    request = ExportRequest(
+        variant=args.variant,
+        architecture=args.architecture,
+        test_accuracy=accuracy,
+        test_samples=len(data.test_labels),
+        parity_images=data.test_images[:PARITY_MIN_IMAGES],
+        training={
+            "command": "mnist-export " + " ".join(sys.argv[1:]),
+            "source": str(args.keras_file),
+        },
+        data=data.describe(),
+        version=args.version,
+    )
+    print(export_model(model, request, args.models_dir))
+    return 0

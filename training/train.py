@@ -1,0 +1,219 @@
+"""`mnist-train`: train one or all normalization variants, evaluate, export.
+
+Reads top to bottom: config -> devices -> data -> per variant (model, fit, evaluate, export)
+-> training-curve plot. The config and the exact command line are saved in every manifest.
+
+    mnist-train --variant all --data-dir ../shared/data/mnist --output-dir models
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from training.models import ARCHITECTURES, DEFAULT_ARCHITECTURE, VARIANTS
+
+logger = logging.getLogger("training")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    variants: tuple[str, ...] = VARIANTS
+    arch: str = DEFAULT_ARCHITECTURE
+    epochs: int = 40
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    seed: int = 0
+    data_dir: str | None = None  # None: keras.datasets.mnist (downloads)
+    output_dir: str = "models"
+    augment: bool = True
+    precision: str = "auto"
+    validation_fraction: float = 0.1
+    patience: int = 8  # epochs without val_loss improvement before stopping
+    jit_compile: bool | None = None  # None: XLA on GPU, plain TF on CPU (faster to start)
+    export: bool = True
+    version: int | None = None
+    command: str = ""
+
+
+def parse_args(argv: list[str] | None) -> TrainConfig:
+    from training.device import PRECISIONS
+
+    defaults = TrainConfig()
+    p = argparse.ArgumentParser(description="Train the MNIST normalization classifiers.")
+    p.add_argument("--variant", choices=(*VARIANTS, "all"), default="all")
+    p.add_argument("--arch", choices=ARCHITECTURES, default=defaults.arch)
+    p.add_argument("--epochs", type=int, default=defaults.epochs)
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    p.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument(
+        "--data-dir",
+        default=os.environ.get("MNIST_DATA_DIR"),
+        help="directory with the four MNIST IDX files (env MNIST_DATA_DIR); "
+        "default: download with keras.datasets.mnist",
+    )
+    p.add_argument("--output-dir", default=defaults.output_dir, help="models directory")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=defaults.augment)
+    p.add_argument("--precision", choices=PRECISIONS, default=defaults.precision)
+    p.add_argument("--validation-fraction", type=float, default=defaults.validation_fraction)
+    p.add_argument("--patience", type=int, default=defaults.patience)
+    p.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--export", action=argparse.BooleanOptionalAction, default=defaults.export)
+    p.add_argument("--version", type=int, default=None, help="model version (default: next)")
+    args = p.parse_args(argv)
+    for name in ("epochs", "batch_size", "patience"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    return TrainConfig(
+        variants=VARIANTS if args.variant == "all" else (args.variant,),
+        **{k: v for k, v in vars(args).items() if k != "variant"},
+        command=shlex.join(["mnist-train", *(sys.argv[1:] if argv is None else argv)]),
+    )
+
+
+def setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def evaluate_on_test(model: Any, data: Any) -> float:
+    from training.data import make_dataset
+
+    test = make_dataset(
+        data.test_images, data.test_labels, 512, shuffle=False, augment=False, seed=0
+    )
+    _, accuracy = model.evaluate(test, verbose=0)
+    return float(accuracy)
+
+
+def train_variant(variant: str, config: TrainConfig, data: Any, setup: Any) -> dict[str, Any]:
+    """Build, fit (early stopping, best weights restored), evaluate and export one variant."""
+    import keras
+    import tensorflow as tf
+
+    from training.data import make_dataset, split_validation
+    from training.models import build_classifier
+
+    # Same seed, same machine -> same weights: seeded RNGs and deterministic kernels.
+    keras.utils.set_random_seed(config.seed)
+    tf.config.experimental.enable_op_determinism()
+    train_x, train_y, val_x, val_y = split_validation(
+        data.train_images, data.train_labels, config.validation_fraction, config.seed
+    )
+    train = make_dataset(
+        train_x, train_y, config.batch_size, shuffle=True, augment=config.augment, seed=config.seed
+    )
+    val = make_dataset(val_x, val_y, 512, shuffle=False, augment=False, seed=config.seed)
+    jit = config.jit_compile if config.jit_compile is not None else setup.gpus > 0
+    with setup.strategy.scope():
+        model = build_classifier(variant, config.arch, config.learning_rate, jit_compile=jit)
+    callbacks = [
+        keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=3, min_lr=1e-5),
+        keras.callbacks.EarlyStopping(
+            "val_loss", patience=config.patience, restore_best_weights=True
+        ),
+    ]
+    logger.info(
+        "training %s/%s on %d images (%d validation)",
+        variant,
+        config.arch,
+        len(train_y),
+        len(val_y),
+    )
+    started = time.perf_counter()
+    history = model.fit(
+        train,
+        validation_data=val,
+        epochs=config.epochs,
+        callbacks=callbacks,
+        verbose=2,
+        shuffle=False,
+    )
+    seconds = time.perf_counter() - started
+    accuracy = evaluate_on_test(model, data)
+    print(
+        f"{variant}: test accuracy {accuracy:.4f} on {len(data.test_labels)} images "
+        f"({len(history.epoch)} epochs, {seconds:.0f} s)",
+        flush=True,
+    )
+    result = {
+        "variant": variant,
+        "test_accuracy": accuracy,
+        "epochs_run": len(history.epoch),
+        "train_seconds": round(seconds, 1),
+        "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
+    }
+    if config.export:
+        result["export_dir"] = str(_export(model, variant, config, data, setup, result))
+    return result
+
+
+def _export(
+    model: Any, variant: str, config: TrainConfig, data: Any, setup: Any, result: dict
+) -> Path:
+    from training.export import PARITY_MIN_IMAGES, ExportRequest, export_model
+
+    training_record = {
+        **dataclasses.asdict(config),
+        "variants": [variant],
+        "device": setup.describe(),
+        "epochs_run": result["epochs_run"],
+        "train_seconds": result["train_seconds"],
+        "history": result["history"],
+    }
+    request = ExportRequest(
+        variant=variant,
+        architecture=config.arch,
+        test_accuracy=result["test_accuracy"],
+        test_samples=len(data.test_labels),
+        parity_images=data.test_images[: max(PARITY_MIN_IMAGES, 2000)],
+        training=training_record,
+        data=data.describe(),
+        version=config.version,
+    )
+    return export_model(model, request, Path(config.output_dir))
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_args(argv)
+    setup_logging()
+
+    from training.data import DatasetError, load_mnist
+    from training.device import configure_devices
+    from training.plots import plot_histories
+
+    logger.info("config: %s", json.dumps(dataclasses.asdict(config)))
+    setup = configure_devices(config.precision)
+    try:
+        data = load_mnist(config.data_dir)
+    except DatasetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    results = [train_variant(variant, config, data, setup) for variant in config.variants]
+    output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    summary = {r["variant"]: {k: v for k, v in r.items() if k != "history"} for r in results}
+    (output_dir / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plot_histories(
+        {r["variant"]: r["history"] for r in results}, output_dir / "training_curves.png"
+    )
+    for r in results:
+        print(
+            f"{r['variant']:>8}: test accuracy {r['test_accuracy']:.4f}  {r.get('export_dir', '')}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
