@@ -23,7 +23,9 @@ def test_reads_the_shared_copy(mnist):
     assert mnist.describe()["train_samples"] == 5000
 
 
-def _write_idx(path: Path, array: np.ndarray, *, gz: bool = True, magic: bytes | None = None) -> None:
+def _write_idx(
+    path: Path, array: np.ndarray, *, gz: bool = True, magic: bytes | None = None
+) -> None:
     header = magic or bytes([0, 0, 8, array.ndim])
     header += b"".join(int(d).to_bytes(4, "big") for d in array.shape)
     payload = header + array.astype(np.uint8).tobytes()
@@ -36,7 +38,9 @@ def _write_idx(path: Path, array: np.ndarray, *, gz: bool = True, magic: bytes |
 
 def _small_dataset(directory: Path, *, gz: bool = True, n_train: int = 7, n_test: int = 3) -> None:
     rng = np.random.default_rng(0)
-    _write_idx(directory / "train-images-idx3-ubyte", rng.integers(0, 256, (n_train, 28, 28)), gz=gz)
+    _write_idx(
+        directory / "train-images-idx3-ubyte", rng.integers(0, 256, (n_train, 28, 28)), gz=gz
+    )
     _write_idx(directory / "train-labels-idx1-ubyte", rng.integers(0, 10, n_train), gz=gz)
     _write_idx(directory / "t10k-images-idx3-ubyte", rng.integers(0, 256, (n_test, 28, 28)), gz=gz)
     _write_idx(directory / "t10k-labels-idx1-ubyte", rng.integers(0, 10, n_test), gz=gz)
@@ -51,11 +55,18 @@ def test_any_sample_count_gzip_or_raw(tmp_path, gz):
 
 
 def test_truncated_file_names_the_file(tmp_path, mnist_dir):
-    for name in ("train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+    for name in (
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ):
         shutil.copy(mnist_dir / name, tmp_path / name)
     raw = gzip.decompress((mnist_dir / "train-images-idx3-ubyte.gz").read_bytes())
     (tmp_path / "train-images-idx3-ubyte").write_bytes(raw[: len(raw) // 2])
-    with pytest.raises(DatasetError, match=r"train-images-idx3-ubyte: header declares shape \(5000, 28, 28\).*truncated"):
+    with pytest.raises(
+        DatasetError,
+        match=r"train-images-idx3-ubyte: header declares shape \(5000, 28, 28\).*truncated",
+    ):
         load_idx_directory(tmp_path)
 
 
@@ -70,14 +81,18 @@ def test_truncated_gzip_stream(tmp_path):
 def test_foreign_file(tmp_path):
     path = tmp_path / "notes.txt"
     path.write_bytes(b"hello, this is not MNIST")
-    with pytest.raises(DatasetError, match=r"notes.txt: not an IDX file of unsigned bytes \(magic 68656c6c\)"):
+    with pytest.raises(
+        DatasetError, match=r"notes.txt: not an IDX file of unsigned bytes \(magic 68656c6c\)"
+    ):
         read_idx(path, 3)
 
 
 def test_wrong_rank(tmp_path):
     _small_dataset(tmp_path)
     shutil.copy(tmp_path / "train-labels-idx1-ubyte.gz", tmp_path / "t10k-images-idx3-ubyte.gz")
-    with pytest.raises(DatasetError, match="t10k-images-idx3-ubyte.gz: holds a 1-D array, expected 3-D"):
+    with pytest.raises(
+        DatasetError, match="t10k-images-idx3-ubyte.gz: holds a 1-D array, expected 3-D"
+    ):
         load_idx_directory(tmp_path)
 
 
@@ -103,7 +118,7 @@ def test_missing_directory(tmp_path):
 def test_validation_split_is_random_not_the_last_rows():
     images = np.arange(100 * 4, dtype=np.uint8).reshape(100, 2, 2)
     labels = np.repeat(np.arange(10), 10)  # sorted by class, like some IDX files
-    train_x, train_y, val_x, val_y = split_validation(images, labels, 0.2, seed=3)
+    _train_x, train_y, _val_x, val_y = split_validation(images, labels, 0.2, seed=3)
     assert len(val_y) == 20 and len(train_y) == 80
     assert len(np.unique(val_y)) > 5  # a tail split would hold only classes 8 and 9
     assert sorted(np.concatenate([train_y, val_y]).tolist()) == sorted(labels.tolist())
@@ -116,9 +131,11 @@ def test_validation_split_is_random_not_the_last_rows():
 def test_pipeline_batches_scaled_images(mnist):
     from training.data import make_dataset
 
-    dataset = make_dataset(mnist.test_images[:70], mnist.test_labels[:70], 32, shuffle=True, augment=True, seed=0)
+    dataset = make_dataset(
+        mnist.test_images[:70], mnist.test_labels[:70], 32, shuffle=True, augment=True, seed=0
+    )
     batches = list(dataset.as_numpy_iterator())
     assert [len(b[1]) for b in batches] == [32, 32, 6]
     images = batches[0][0]
     assert images.dtype == np.float32 and images.shape == (32, 28, 28)
-    assert 0.0 <= images.min() and images.max() <= 1.0
+    assert images.min() >= 0.0 and images.max() <= 1.0

@@ -36,9 +36,15 @@ def _copy_random_weights(ours, reference, input_shape=SHAPE):
 @pytest.mark.parametrize(
     ("ours", "reference"),
     [
-        (lambda: GroupNormalization(groups=5, axis=3), lambda: keras.layers.GroupNormalization(5, axis=3)),
+        (
+            lambda: GroupNormalization(groups=5, axis=3),
+            lambda: keras.layers.GroupNormalization(5, axis=3),
+        ),
         (lambda: GroupNormalization(groups=2), lambda: keras.layers.GroupNormalization(2)),
-        (lambda: InstanceNormalization(axis=3), lambda: keras.layers.GroupNormalization(-1, axis=3)),
+        (
+            lambda: InstanceNormalization(axis=3),
+            lambda: keras.layers.GroupNormalization(-1, axis=3),
+        ),
         (lambda: LayerNormalization(axis=3), lambda: keras.layers.LayerNormalization(axis=3)),
         (
             lambda: LayerNormalization(axis=[1, 2, 3]),
@@ -91,7 +97,14 @@ def test_instance_and_layer_normalization_hand_computed():
     layer = LayerNormalization(axis=-1, epsilon=1e-3)
     # position 0: [1, 2] mean 1.5 var .25; position 1: [3, 6] mean 4.5 var 2.25
     expected_layer = np.array(
-        [[[[-0.5 / np.sqrt(0.251), 0.5 / np.sqrt(0.251)], [-1.5 / np.sqrt(2.251), 1.5 / np.sqrt(2.251)]]]]
+        [
+            [
+                [
+                    [-0.5 / np.sqrt(0.251), 0.5 / np.sqrt(0.251)],
+                    [-1.5 / np.sqrt(2.251), 1.5 / np.sqrt(2.251)],
+                ]
+            ]
+        ]
     )
     np.testing.assert_allclose(np.asarray(layer(x)), expected_layer, atol=1e-5)
 
@@ -201,19 +214,63 @@ def test_runs_inside_xla_compiled_train_step():
 @pytest.mark.parametrize(
     ("make", "shape", "message"),
     [
-        (lambda: GroupNormalization(groups=3, axis=3), SHAPE, r"must divide the number of channels \(10\).*groups=3"),
-        (lambda: GroupNormalization(groups=20, axis=3), SHAPE, r"cannot be larger than the number of channels \(10\).*groups=20"),
-        (lambda: GroupNormalization(groups=0), SHAPE, r"`groups` must be a positive integer.*groups=0"),
-        (lambda: GroupNormalization(groups=-1), SHAPE, r"`groups` must be a positive integer.*groups=-1"),
-        (lambda: GroupNormalization(groups=2, axis=0), SHAPE, r"must not include the batch axis.*axis=0"),
-        (lambda: LayerNormalization(axis=[0, 3]), SHAPE, r"must not include the batch axis.*axis=\[0, 3\]"),
-        (lambda: InstanceNormalization(axis=-4), SHAPE, r"must not include the batch axis.*axis=-4"),
+        (
+            lambda: GroupNormalization(groups=3, axis=3),
+            SHAPE,
+            r"must divide the number of channels \(10\).*groups=3",
+        ),
+        (
+            lambda: GroupNormalization(groups=20, axis=3),
+            SHAPE,
+            r"cannot be larger than the number of channels \(10\).*groups=20",
+        ),
+        (
+            lambda: GroupNormalization(groups=0),
+            SHAPE,
+            r"`groups` must be a positive integer.*groups=0",
+        ),
+        (
+            lambda: GroupNormalization(groups=-1),
+            SHAPE,
+            r"`groups` must be a positive integer.*groups=-1",
+        ),
+        (
+            lambda: GroupNormalization(groups=2, axis=0),
+            SHAPE,
+            r"must not include the batch axis.*axis=0",
+        ),
+        (
+            lambda: LayerNormalization(axis=[0, 3]),
+            SHAPE,
+            r"must not include the batch axis.*axis=\[0, 3\]",
+        ),
+        (
+            lambda: InstanceNormalization(axis=-4),
+            SHAPE,
+            r"must not include the batch axis.*axis=-4",
+        ),
         (lambda: LayerNormalization(axis=5), SHAPE, r"out of range.*axis=5"),
-        (lambda: GroupNormalization(groups=2), (None, 4, None), r"Axis 2 of the input must have a known size"),
-        (lambda: GroupNormalization(epsilon=0), SHAPE, r"`epsilon` must be a positive number.*epsilon=0"),
+        (
+            lambda: GroupNormalization(groups=2),
+            (None, 4, None),
+            r"Axis 2 of the input must have a known size",
+        ),
+        (
+            lambda: GroupNormalization(epsilon=0),
+            SHAPE,
+            r"`epsilon` must be a positive number.*epsilon=0",
+        ),
         (lambda: LayerNormalization(axis="x"), SHAPE, r"`axis` must be an integer.*axis='x'"),
-        (lambda: GroupNormalization(axis=[1, 2]), SHAPE, r"single integer channel axis.*axis=\[1, 2\]"),
-        (lambda: LayerNormalization(center="yes"), SHAPE, r"`center` must be True or False.*center='yes'"),
+        (
+            lambda: GroupNormalization(axis=[1, 2]),
+            SHAPE,
+            r"single integer channel axis.*axis=\[1, 2\]",
+        ),
+        (
+            lambda: LayerNormalization(center="yes"),
+            SHAPE,
+            r"`center` must be True or False.*center='yes'",
+        ),
     ],
     ids=[
         "groups_not_dividing",

@@ -8,7 +8,11 @@ import pytest
 from training.layers import GroupNormalization, InstanceNormalization, LayerNormalization
 from training.models import build_classifier
 
-NORM_TYPES = {"group": GroupNormalization, "instance": InstanceNormalization, "layer": LayerNormalization}
+NORM_TYPES = {
+    "group": GroupNormalization,
+    "instance": InstanceNormalization,
+    "layer": LayerNormalization,
+}
 
 
 @pytest.mark.parametrize("arch", ["tutorial", "cnn"])
@@ -32,7 +36,16 @@ def test_builds_and_trains_one_step(variant, arch):
 def test_tutorial_network_matches_the_tutorial():
     model = build_classifier("group", "tutorial")
     kinds = [type(layer).__name__ for layer in model.layers]
-    assert kinds == ["InputLayer", "Reshape", "Conv2D", "GroupNormalization", "Flatten", "Dense", "Dropout", "Dense"]
+    assert kinds == [
+        "InputLayer",
+        "Reshape",
+        "Conv2D",
+        "GroupNormalization",
+        "Flatten",
+        "Dense",
+        "Dropout",
+        "Dense",
+    ]
     assert model.get_layer("norm").groups == 5
     assert model.get_layer("conv").filters == 10
     assert model.input_shape == (None, 28, 28)
@@ -43,12 +56,16 @@ def test_normalization_free_twin():
     assert not [layer for layer in model.layers if isinstance(layer, tuple(NORM_TYPES.values()))]
     normalized = build_classifier("group", "cnn")
     # Same weights apart from the normalization's gamma/beta.
-    norm_weights = sum(len(layer.weights) for layer in normalized.layers if isinstance(layer, GroupNormalization))
+    norm_weights = sum(
+        len(layer.weights) for layer in normalized.layers if isinstance(layer, GroupNormalization)
+    )
     assert len(model.weights) == len(normalized.weights) - norm_weights
 
 
 def test_unknown_variant_and_arch():
-    with pytest.raises(ValueError, match="Unknown `variant` 'batch'; choose one of group, instance, layer"):
+    with pytest.raises(
+        ValueError, match="Unknown `variant` 'batch'; choose one of group, instance, layer"
+    ):
         build_classifier("batch")
     with pytest.raises(ValueError, match="Unknown `arch` 'resnet'; choose one of tutorial, cnn"):
         build_classifier("group", "resnet")

@@ -121,7 +121,9 @@ def test_parity_check_catches_a_wrong_export(exported, mnist):
     assert report["savedmodel"]["max_abs_diff"] <= 1e-5
     weights = model.get_weights()
     model.set_weights([w + 0.05 for w in weights])
-    with pytest.raises(export_module.ExportParityError, match="disagrees with Keras on 1000 images"):
+    with pytest.raises(
+        export_module.ExportParityError, match="disagrees with Keras on 1000 images"
+    ):
         export_module.check_parity(model, version_dir, images)
 
 

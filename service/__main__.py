@@ -1,0 +1,64 @@
+"""`python -m service` / `mnist-serve`: start the API with uvicorn.
+
+Flags override the MNIST_* environment variables (see `service.settings.Settings`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from service.settings import Settings, env_table
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="mnist-serve", description=__doc__)
+    parser.add_argument("--host", help="interface to listen on (MNIST_HOST)")
+    parser.add_argument("--port", type=int, help="port to listen on (MNIST_PORT)")
+    parser.add_argument("--models-dir", help="models directory (MNIST_MODELS_DIR)")
+    parser.add_argument("--workers", type=int, help="uvicorn worker processes (MNIST_WORKERS)")
+    parser.add_argument(
+        "--print-env-table", action="store_true", help="print the settings as a Markdown table"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import uvicorn
+    from pydantic import ValidationError
+
+    args = parse_args(argv)
+    if args.print_env_table:
+        print(env_table())
+        return 0
+    # Flags become MNIST_* variables so that worker processes (which build their own app from
+    # the environment) see the same settings as this one.
+    for flag in ("host", "port", "models_dir", "workers"):
+        if getattr(args, flag) is not None:
+            os.environ[f"MNIST_{flag.upper()}"] = str(getattr(args, flag))
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        print(f"error: invalid settings:\n{error}", file=sys.stderr)
+        return 2
+    if not settings.models_dir.is_dir():
+        print(
+            f"error: models directory {settings.models_dir} does not exist; pass --models-dir "
+            "or set MNIST_MODELS_DIR (train models with `make train`).",
+            file=sys.stderr,
+        )
+        return 2
+    uvicorn.run(
+        "service.asgi:app",
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

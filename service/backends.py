@@ -1,0 +1,77 @@
+"""Inference backends: onnxruntime (default, no TensorFlow) and the TensorFlow SavedModel.
+
+A backend is a loaded model: `predict(float32 (N, 28, 28)) -> float32 (N, 10)`, thread-safe,
+called from the inference thread pool, never from the event loop.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from mnist_shared.manifest import Manifest, verify_artifacts
+from service.errors import BackendUnavailable
+
+logger = logging.getLogger(__name__)
+
+
+class Backend(Protocol):
+    name: str
+
+    def predict(self, images: np.ndarray) -> np.ndarray: ...
+
+
+class OnnxBackend:
+    name = "onnx"
+
+    def __init__(self, version_dir: Path, manifest: Manifest, threads: int) -> None:
+        import onnxruntime as ort
+
+        verify_artifacts(version_dir, manifest, only=[manifest.onnx_file])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._session = ort.InferenceSession(
+            str(version_dir / manifest.onnx_file), options, providers=["CPUExecutionProvider"]
+        )
+        self._input = manifest.input.name
+        self._output = manifest.output.name
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        return self._session.run([self._output], {self._input: images})[0]
+
+
+class SavedModelBackend:
+    name = "savedmodel"
+
+    def __init__(self, version_dir: Path, manifest: Manifest) -> None:
+        if not tensorflow_available():
+            raise BackendUnavailable(
+                "the savedmodel backend needs TensorFlow, which this deployment does not have. "
+                "Use backend=onnx, or install it: pip install '.[train]' (Docker: build with "
+                "--build-arg WITH_TENSORFLOW=1)."
+            )
+        import tensorflow as tf
+
+        verify_artifacts(version_dir, manifest, only=[manifest.saved_model_dir + "/"])
+        loaded = tf.saved_model.load(str(version_dir / manifest.saved_model_dir))
+        # The signature is one concrete function with a dynamic batch dimension: every batch
+        # size reuses the same graph, nothing is retraced per request.
+        self._signature = loaded.signatures[manifest.saved_model_signature]
+        self._loaded = loaded  # keeps the variables alive
+        self._input = manifest.input.name
+        self._output = manifest.output.name
+        self._tf = tf
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        outputs = self._signature(**{self._input: self._tf.constant(images)})
+        return outputs[self._output].numpy()
+
+
+def tensorflow_available() -> bool:
+    return importlib.util.find_spec("tensorflow") is not None

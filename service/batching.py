@@ -1,0 +1,142 @@
+"""Dynamic micro-batching: concurrent requests for one model merged into one inference call.
+
+One `MicroBatcher` per (variant, backend). A single collector task takes the first waiting
+request, waits up to `max_wait_s` for company, drains the queue up to `max_batch_size` images and
+runs the model in the inference thread pool (never on the event loop). While that batch runs,
+new requests queue up and form the next batch, so under load batches fill without waiting.
+If the model raises, every request of that batch fails with `InferenceFailed`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.errors import InferenceFailed
+
+logger = logging.getLogger(__name__)
+
+Predict = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class _Pending:
+    images: np.ndarray
+    future: asyncio.Future[np.ndarray]
+
+
+class MicroBatcher:
+    def __init__(
+        self,
+        predict: Predict,
+        executor: Executor,
+        *,
+        max_batch_size: int,
+        max_wait_s: float,
+        on_batch: Callable[[int], None] = lambda size: None,
+        on_queue_change: Callable[[int], None] = lambda delta: None,
+        name: str = "model",
+    ) -> None:
+        self._predict = predict
+        self._executor = executor
+        self._max_batch_size = max_batch_size
+        self._max_wait_s = max_wait_s
+        self._on_batch = on_batch
+        self._on_queue_change = on_queue_change
+        self._name = name
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._carry: _Pending | None = None  # a request that did not fit the previous batch
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self._max_batch_size > 1
+
+    def start(self) -> None:
+        if self.enabled and self._task is None:
+            self._task = asyncio.create_task(self._collect_forever(), name=f"batcher-{self._name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for pending in self._drain_all():
+            if not pending.future.done():
+                pending.future.set_exception(InferenceFailed("the service is shutting down"))
+
+    async def predict(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities for `images`, run alone (batching off) or merged with other requests."""
+        if not self.enabled:
+            self._on_batch(len(images))
+            return await self._run_in_executor(images)
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(images, future))
+        self._on_queue_change(len(images))
+        return await future
+
+    async def _collect_forever(self) -> None:
+        while True:
+            batch = await self._next_batch()
+            self._on_queue_change(-sum(len(p.images) for p in batch))
+            await self._run_batch(batch)
+
+    async def _next_batch(self) -> list[_Pending]:
+        first = self._carry or await self._queue.get()
+        self._carry = None
+        if self._max_wait_s > 0 and self._queue.empty():
+            await asyncio.sleep(self._max_wait_s)  # give concurrent requests a moment to arrive
+        batch, size = [first], len(first.images)
+        while size < self._max_batch_size and not self._queue.empty():
+            pending = self._queue.get_nowait()
+            if size + len(pending.images) > self._max_batch_size:
+                self._carry = pending
+                break
+            batch.append(pending)
+            size += len(pending.images)
+        return batch
+
+    async def _run_batch(self, batch: list[_Pending]) -> None:
+        live = [p for p in batch if not p.future.done()]  # skip requests whose client went away
+        if not live:
+            return
+        images = live[0].images if len(live) == 1 else np.concatenate([p.images for p in live])
+        self._on_batch(len(images))
+        try:
+            probabilities = await self._run_in_executor(images)
+        except InferenceFailed as error:
+            for pending in live:
+                if not pending.future.done():
+                    pending.future.set_exception(InferenceFailed(error.message))
+            return
+        start = 0
+        for pending in live:
+            end = start + len(pending.images)
+            if not pending.future.done():
+                pending.future.set_result(probabilities[start:end])
+            start = end
+
+    async def _run_in_executor(self, images: np.ndarray) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, self._predict, images)
+        except Exception as error:
+            logger.exception("inference failed on a batch of %d for %s", len(images), self._name)
+            raise InferenceFailed(
+                f"inference failed for {self._name} on a batch of {len(images)} images "
+                f"({type(error).__name__}); retry the request, and report it if it persists."
+            ) from error
+
+    def _drain_all(self) -> list[_Pending]:
+        drained = [self._carry] if self._carry else []
+        self._carry = None
+        while not self._queue.empty():
+            drained.append(self._queue.get_nowait())
+        return drained

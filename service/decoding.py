@@ -1,0 +1,130 @@
+"""Request bodies -> MNIST-ready uint8 arrays (N, 28, 28). Pure functions, no HTTP.
+
+Accepted forms: multipart parts named `file`, a raw image body, JSON `{"images": [base64...]}`
+and JSON `{"pixels": [28x28 arrays of 0..255]}`. Every way a client can get this wrong raises a
+`ServiceError` subclass with a message that says what to send instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from mnist_shared.preprocessing import IMAGE_SIZE, to_mnist_digit
+from service.errors import BadRequest, PayloadTooLarge
+
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
+_FORMAT_NAMES = "PNG, JPEG, WebP, BMP or GIF"
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_images: int
+    max_image_pixels: int
+
+
+def decode_image(data: bytes, limits: Limits, label: str = "image") -> np.ndarray:
+    """One encoded image -> (28, 28) uint8, MNIST-style. Size is checked before decoding."""
+    if not data:
+        raise BadRequest(f"{label} is empty: send the bytes of a {_FORMAT_NAMES} image.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+            width, height = image.size  # header only: no pixels decoded yet
+            if width * height > limits.max_image_pixels:
+                raise PayloadTooLarge(
+                    f"{label} declares {width}x{height} pixels, more than the limit of "
+                    f"{limits.max_image_pixels}. Send a smaller image (28x28 is enough)."
+                )
+            if width < 2 or height < 2:
+                raise BadRequest(
+                    f"{label} is {width}x{height} pixels, too small to hold a digit. "
+                    "Send an image of at least 2x2 pixels (28x28 is ideal)."
+                )
+            image.seek(0)  # first frame of an animated GIF/WebP
+            image.load()
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise BadRequest(f"{label} is not a readable image: send a {_FORMAT_NAMES} file.") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise BadRequest(
+            f"{label} could not be decoded ({error}); it may be truncated. "
+            f"Send a complete {_FORMAT_NAMES} file."
+        ) from None
+    return to_mnist_digit(image)
+
+
+def decode_images(payloads: list[tuple[str, bytes]], limits: Limits) -> np.ndarray:
+    check_count(len(payloads), limits)
+    return np.stack([decode_image(data, limits, label) for label, data in payloads])
+
+
+def check_count(count: int, limits: Limits) -> None:
+    if count == 0:
+        raise BadRequest("the request holds no image: send at least one.")
+    if count > limits.max_images:
+        raise PayloadTooLarge(
+            f"the request holds {count} images, more than the limit of {limits.max_images}. "
+            "Split it into several requests."
+        )
+
+
+def parse_json(body: bytes, limits: Limits) -> np.ndarray:
+    """`{"images": [base64, ...]}` or `{"pixels": [[[0..255] * 28] * 28, ...]}`."""
+    try:
+        document = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise BadRequest(f"malformed JSON body ({error}).") from None
+    if not isinstance(document, dict) or len({"images", "pixels"} & document.keys()) != 1:
+        raise BadRequest(
+            'JSON body must be an object with exactly one of "images" (a list of base64-encoded '
+            'image files) or "pixels" (a list of 28x28 arrays of numbers 0..255).'
+        )
+    if "images" in document:
+        return _json_images(document["images"], limits)
+    return _json_pixels(document["pixels"], limits)
+
+
+def _json_images(items: object, limits: Limits) -> np.ndarray:
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        raise BadRequest('"images" must be a list of base64 strings, one per image file.')
+    check_count(len(items), limits)
+    payloads = []
+    for index, item in enumerate(items):
+        try:
+            payloads.append((f"images[{index}]", base64.b64decode(item, validate=True)))
+        except (binascii.Error, ValueError):
+            raise BadRequest(f"images[{index}] is not valid base64.") from None
+    return decode_images(payloads, limits)
+
+
+def _json_pixels(items: object, limits: Limits) -> np.ndarray:
+    if not isinstance(items, list):
+        raise BadRequest('"pixels" must be a list of 28x28 arrays of numbers 0..255.')
+    check_count(len(items), limits)
+    try:
+        pixels = np.asarray(items, dtype=np.float64)
+    except (ValueError, TypeError):
+        raise BadRequest(
+            '"pixels" must hold only numbers, as 28x28 nested lists (ragged or non-numeric found).'
+        ) from None
+    if pixels.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+        raise BadRequest(
+            f'"pixels" has shape {list(pixels.shape)}; expected [N, 28, 28] (N images of 28 rows '
+            "of 28 numbers)."
+        )
+    if not np.isfinite(pixels).all():
+        raise BadRequest('"pixels" contains NaN or infinity; send numbers from 0 to 255.')
+    if pixels.min() < 0 or pixels.max() > 255:
+        raise BadRequest(
+            f'"pixels" values must lie in 0..255 (found {pixels.min():g}..{pixels.max():g}).'
+        )
+    # Pixels are taken as MNIST-ready (white digit on black): only rounded to the uint8 grid.
+    return np.rint(pixels).astype(np.uint8)

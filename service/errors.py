@@ -1,0 +1,51 @@
+"""The service's error hierarchy. One handler in `app.py` maps each to `{"error": ...}` JSON."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base class: `status_code` is the HTTP status, the message tells the client what to do."""
+
+    status_code = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(ServiceError):
+    """The request is malformed: not an image, wrong JSON shape, unknown variant..."""
+
+    status_code = 400
+
+
+class NotFound(ServiceError):
+    status_code = 404
+
+
+class PayloadTooLarge(ServiceError):
+    """Body, image or image count over a configured limit."""
+
+    status_code = 413
+
+
+class UnsupportedMediaType(ServiceError):
+    status_code = 415
+
+
+class BackendUnavailable(ServiceError):
+    """The backend exists but is not installed in this deployment (e.g. no TensorFlow)."""
+
+    status_code = 501
+
+
+class NotReady(ServiceError):
+    """Models are still loading, or failed to load."""
+
+    status_code = 503
+
+
+class InferenceFailed(ServiceError):
+    """The model failed on a batch; every request of that batch gets this error."""
+
+    status_code = 500

@@ -1,0 +1,94 @@
+"""Read a /predict request body within the size limit and dispatch on its content type."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import anyio
+import numpy as np
+from fastapi import Request
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from service.decoding import Limits, check_count, decode_images, parse_json
+from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+
+ACCEPTED_TYPES = (
+    "multipart/form-data (parts named 'file'), image/png, image/jpeg, image/webp, image/bmp, "
+    "image/gif, application/octet-stream, or application/json"
+)
+# Bodies above this are decoded in a worker thread: a multi-megabyte JPEG takes tens of
+# milliseconds to decode, which would stall every other request on the event loop.
+_INLINE_DECODE_BYTES = 256 * 1024
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The whole body, refusing (413) as soon as it exceeds `max_bytes`, declared or streamed."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(_too_large(int(declared), max_bytes))
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(_too_large(size, max_bytes))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(size: int, limit: int) -> str:
+    return (
+        f"request body is {size} bytes or more, over the limit of {limit} bytes "
+        "(MNIST_MAX_UPLOAD_BYTES). Send smaller or fewer images."
+    )
+
+
+async def read_images(request: Request, max_bytes: int, limits: Limits) -> np.ndarray:
+    """uint8 (N, 28, 28) MNIST-ready digits from any accepted request form."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type.startswith("multipart/form-data"):
+        body = await read_body(request, max_bytes)
+        payloads = await _multipart_files(request, body, limits)
+        return await _decode(decode_images, payloads, limits, len(body))
+    if content_type.startswith("image/") or content_type == "application/octet-stream":
+        body = await read_body(request, max_bytes)
+        return await _decode(decode_images, [("image", body)], limits, len(body))
+    if content_type == "application/json":
+        body = await read_body(request, max_bytes)
+        if not body:
+            raise BadRequest('empty JSON body: send {"images": [...]} or {"pixels": [...]}.')
+        return await _decode(parse_json, body, limits, len(body))
+    shown = content_type or "none"
+    raise UnsupportedMediaType(f"unsupported content type {shown!r}: send {ACCEPTED_TYPES}.")
+
+
+async def _decode(function: object, payload: object, limits: Limits, size: int) -> np.ndarray:
+    if size <= _INLINE_DECODE_BYTES:
+        return function(payload, limits)  # type: ignore[operator]
+    return await anyio.to_thread.run_sync(function, payload, limits)  # type: ignore[arg-type]
+
+
+async def _multipart_files(
+    request: Request, body: bytes, limits: Limits
+) -> list[tuple[str, bytes]]:
+    async def once() -> AsyncIterator[bytes]:
+        yield body
+
+    parser = MultiPartParser(
+        request.headers, once(), max_files=limits.max_images + 1, max_fields=limits.max_images + 1
+    )
+    try:
+        form = await parser.parse()
+    except MultiPartException as error:
+        raise BadRequest(f"malformed multipart body ({error.message}).") from None
+    try:
+        files = form.getlist("file")
+        if not all(isinstance(item, UploadFile) for item in files):
+            raise BadRequest("multipart part 'file' must be a file upload, not a text field.")
+        check_count(len(files), limits)
+        return [
+            (f"file[{i}] ({item.filename or 'unnamed'})", await item.read())
+            for i, item in enumerate(files)
+        ]
+    finally:
+        await form.close()

@@ -1,0 +1,86 @@
+"""Response models (and the examples shown in the OpenAPI docs at /docs)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class Prediction(BaseModel):
+    digit: int = Field(ge=0, le=9, description="The most probable digit.")
+    confidence: float = Field(ge=0, le=1, description="Probability of `digit`.")
+    probabilities: list[float] = Field(description="Probability of each digit 0-9.")
+
+
+class VariantPredictions(BaseModel):
+    variant: str
+    model_version: int
+    backend: str
+    predictions: list[Prediction] = Field(description="One per input image, in input order.")
+
+
+class AllVariantsPredictions(BaseModel):
+    variant: str = "all"
+    backend: str
+    results: dict[str, VariantPredictions] = Field(description="Each variant's answer, by name.")
+
+
+class ErrorResponse(BaseModel):
+    error: str = Field(description="What was wrong and what to do about it.")
+
+
+PREDICTION_EXAMPLE = {
+    "variant": "group",
+    "model_version": 1,
+    "backend": "onnx",
+    "predictions": [
+        {
+            "digit": 7,
+            "confidence": 0.998,
+            "probabilities": [0.0, 0.0, 0.001, 0.0, 0.0, 0.0, 0.0, 0.998, 0.0, 0.001],
+        }
+    ],
+}
+
+PREDICT_REQUEST_BODIES = {
+    "multipart/form-data": {
+        "schema": {
+            "type": "object",
+            "properties": {
+                "file": {"type": "array", "items": {"type": "string", "format": "binary"}}
+            },
+        },
+    },
+    "image/png": {"schema": {"type": "string", "format": "binary"}},
+    "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+    "application/json": {
+        "schema": {
+            "oneOf": [
+                {
+                    "type": "object",
+                    "properties": {"images": {"type": "array", "items": {"type": "string"}}},
+                    "required": ["images"],
+                },
+                {
+                    "type": "object",
+                    "properties": {
+                        "pixels": {
+                            "type": "array",
+                            "items": {"type": "array", "items": {"type": "array"}},
+                        }
+                    },
+                    "required": ["pixels"],
+                },
+            ]
+        },
+        "examples": {
+            "images": {
+                "summary": "base64-encoded image files",
+                "value": {"images": ["iVBORw0KGgoAAAANSUhEUgAA..."]},
+            },
+            "pixels": {
+                "summary": "28x28 arrays of 0..255, white digit on black",
+                "value": {"pixels": [[[0] * 28] * 28]},
+            },
+        },
+    },
+}

@@ -1,0 +1,93 @@
+"""The service's settings: one class, every field documented, read from MNIST_* variables.
+
+The README's environment-variable table is generated from this class (`python -m service
+--print-env-table`), and a test checks that the table in the README matches it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+VARIANTS: tuple[str, ...] = ("group", "instance", "layer")
+BACKENDS: tuple[str, ...] = ("onnx", "savedmodel")
+
+Variant = Literal["group", "instance", "layer"]
+Backend = Literal["onnx", "savedmodel"]
+
+
+class Settings(BaseSettings):
+    """Configuration of the prediction service. Each field is read from `MNIST_<FIELD>`."""
+
+    model_config = SettingsConfigDict(env_prefix="MNIST_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Interface to listen on (0.0.0.0 in containers).")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on.")
+    workers: int = Field(1, ge=1, description="uvicorn worker processes (each loads every model).")
+    models_dir: Path = Field(
+        Path("models"), description="Directory of models/<variant>/<version>/ with manifests."
+    )
+    variants: list[Variant] = Field(
+        list(VARIANTS), description="Variants to load, comma separated (e.g. group,layer)."
+    )
+    default_variant: Variant = Field("group", description="Variant used when a request names none.")
+    default_backend: Backend = Field("onnx", description="Backend used when a request names none.")
+    max_batch_size: int = Field(
+        64, ge=1, le=1024, description="Largest merged inference batch; 1 turns micro-batching off."
+    )
+    max_batch_wait_ms: float = Field(
+        2.0, ge=0, le=1000, description="How long a batch waits for more requests after the first."
+    )
+    max_upload_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="Largest request body accepted (else 413)."
+    )
+    max_images_per_request: int = Field(
+        64, ge=1, description="Most images one request may carry (else 413)."
+    )
+    max_image_pixels: int = Field(
+        16_000_000,
+        ge=1,
+        description="Largest decoded image (width x height); checked before decoding (else 413).",
+    )
+    inference_threads: int = Field(
+        1, ge=1, description="onnxruntime intra-op threads per model (keep cores for HTTP)."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level of the service and uvicorn."
+    )
+
+    @field_validator("variants", mode="before")
+    @classmethod
+    def _split_variants(cls, value: object) -> object:
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _default_variant_is_loaded(self) -> Settings:
+        if not self.variants:
+            raise ValueError("MNIST_VARIANTS must name at least one variant")
+        if self.default_variant not in self.variants:
+            raise ValueError(
+                f"MNIST_DEFAULT_VARIANT={self.default_variant} is not among "
+                f"MNIST_VARIANTS={','.join(self.variants)}"
+            )
+        return self
+
+    @property
+    def batching_enabled(self) -> bool:
+        return self.max_batch_size > 1
+
+
+def env_table() -> str:
+    """Markdown table of every setting: variable, default, description."""
+    rows = ["| variable | default | description |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        if isinstance(default, list):
+            default = ",".join(default)
+        rows.append(f"| `MNIST_{name.upper()}` | `{default}` | {field.description} |")
+    return "\n".join(rows)
