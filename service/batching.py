@@ -68,9 +68,7 @@ class MicroBatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        for pending in self._drain_all():
-            if not pending.future.done():
-                pending.future.set_exception(InferenceFailed("the service is shutting down"))
+        _fail(self._drain_all(), "the service is shutting down; retry on another replica")
 
     async def predict(self, images: np.ndarray) -> np.ndarray:
         """Probabilities for `images`, run alone (batching off) or merged with other requests."""
@@ -89,10 +87,13 @@ class MicroBatcher:
             await self._run_batch(batch)
 
     async def _next_batch(self) -> list[_Pending]:
-        first = self._carry or await self._queue.get()
-        self._carry = None
+        # The first request stays in `_carry` until the batch is complete, so that a cancel
+        # during the wait (shutdown) still finds it and fails it instead of leaving it hanging.
+        if self._carry is None:
+            self._carry = await self._queue.get()
         if self._max_wait_s > 0 and self._queue.empty():
             await asyncio.sleep(self._max_wait_s)  # give concurrent requests a moment to arrive
+        first, self._carry = self._carry, None
         batch, size = [first], len(first.images)
         while size < self._max_batch_size and not self._queue.empty():
             pending = self._queue.get_nowait()
@@ -112,10 +113,11 @@ class MicroBatcher:
         try:
             probabilities = await self._run_in_executor(images)
         except InferenceFailed as error:
-            for pending in live:
-                if not pending.future.done():
-                    pending.future.set_exception(InferenceFailed(error.message))
+            _fail(live, error.message)
             return
+        except asyncio.CancelledError:
+            _fail(live, "the service is shutting down; retry on another replica")
+            raise
         start = 0
         for pending in live:
             end = start + len(pending.images)
@@ -140,3 +142,9 @@ class MicroBatcher:
         while not self._queue.empty():
             drained.append(self._queue.get_nowait())
         return drained
+
+
+def _fail(batch: list[_Pending], message: str) -> None:
+    for pending in batch:
+        if not pending.future.done():
+            pending.future.set_exception(InferenceFailed(message))

@@ -51,7 +51,11 @@ def decode_image(data: bytes, limits: Limits, label: str = "image") -> np.ndarra
                 )
             image.seek(0)  # first frame of an animated GIF/WebP
             image.load()
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise PayloadTooLarge(
+            f"{label} is too large to decode ({error}). Send a smaller image (28x28 is enough)."
+        ) from None
+    except UnidentifiedImageError:
         raise BadRequest(f"{label} is not a readable image: send a {_FORMAT_NAMES} file.") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise BadRequest(

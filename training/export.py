@@ -92,7 +92,6 @@ def export_model(model: Any, request: ExportRequest, models_dir: Path) -> Path:
 
 def _write_artifacts(model: Any, out_dir: Path, parity_images: np.ndarray) -> dict[str, Any]:
     import keras
-    import tf2onnx
 
     serve = serving_function(model)
     model.save(out_dir / "model.keras")
@@ -100,13 +99,26 @@ def _write_artifacts(model: Any, out_dir: Path, parity_images: np.ndarray) -> di
     archive.track(model)
     archive.add_endpoint("serving_default", serve)
     archive.write_out(str(out_dir / "saved_model"), verbose=False)
-    tf2onnx.convert.from_function(
-        serve,
-        input_signature=serve.input_signature,
-        opset=ONNX_OPSET,
-        output_path=str(out_dir / "model.onnx"),
-    )
+    convert_to_onnx(model, out_dir / "model.onnx")
     return check_parity(model, out_dir, parity_images)
+
+
+def convert_to_onnx(model: Any, path: Path, *, rewrite: bool = True) -> None:
+    """tf2onnx conversion of `serving_function(model)`, normalizations rewritten to
+    onnxruntime kernels (see `training.onnx_rewrite`) unless `rewrite=False`."""
+    import onnx
+    import tf2onnx
+
+    from training.onnx_rewrite import norm_specs, rewrite_normalizations
+
+    serve = serving_function(model)
+    proto, _ = tf2onnx.convert.from_function(
+        serve, input_signature=serve.input_signature, opset=ONNX_OPSET
+    )
+    specs = norm_specs(model) if rewrite else []
+    if specs:
+        proto = rewrite_normalizations(proto, specs)
+    onnx.save(proto, str(path))
 
 
 def check_parity(model: Any, out_dir: Path, images: np.ndarray) -> dict[str, Any]:

@@ -45,7 +45,7 @@ def normalization_layer(variant: str, arch: str, channels: int, name: str) -> ke
 def build_classifier(
     variant: str,
     arch: str = DEFAULT_ARCHITECTURE,
-    learning_rate: float = 1e-3,
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = 1e-3,
     *,
     normalize: bool = True,
     jit_compile: bool | str = "auto",
@@ -103,7 +103,7 @@ def _cnn_body(x: Any, norm: NormFactory) -> Any:
             x = keras.layers.Activation("relu", name=f"block{block}_relu{index}")(x)
         x = keras.layers.MaxPooling2D(name=f"block{block}_pool")(x)
     x = keras.layers.Flatten(name="flatten")(x)
-    x = keras.layers.Dropout(0.3, name="dropout_features")(x)
+    x = keras.layers.Dropout(0.2, name="dropout_features")(x)
     x = keras.layers.Dense(128, activation="relu", name="dense")(x)
     x = keras.layers.Dropout(0.3, name="dropout")(x)
     return keras.layers.Dense(10, activation="softmax", name="probabilities", dtype="float32")(x)

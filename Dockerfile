@@ -1,0 +1,55 @@
+# syntax=docker/dockerfile:1
+# Targets:
+#   serve  (default) onnxruntime API on the baked-in models; --build-arg WITH_TENSORFLOW=1 adds
+#          TensorFlow for backend=savedmodel
+#   train  TensorFlow trainer that writes new model versions into /app/models (a volume)
+ARG PYTHON_IMAGE=python:3.11-slim
+
+FROM ${PYTHON_IMAGE} AS base
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /app
+# Requirements come from pyproject.toml alone, so the dependency layers below are rebuilt only
+# when it changes, not on every code edit.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+open('/tmp/serve.txt', 'w').write('\n'.join(p['dependencies'] + p['optional-dependencies']['serve'])); \
+open('/tmp/train.txt', 'w').write('\n'.join(p['dependencies'] + p['optional-dependencies']['train']))" \
+ && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin app
+
+FROM base AS serve
+ARG WITH_TENSORFLOW=0
+RUN pip install -r /tmp/serve.txt \
+ && if [ "$WITH_TENSORFLOW" = "1" ]; then pip install "$(grep '^tensorflow' /tmp/train.txt)"; fi
+COPY mnist_shared/ mnist_shared/
+COPY service/ service/
+COPY models/ models/
+ENV MNIST_HOST=0.0.0.0 \
+    MNIST_PORT=8000 \
+    MNIST_WORKERS=1 \
+    MNIST_MODELS_DIR=/app/models
+USER 10001
+EXPOSE 8000
+# Liveness only: readiness (/health/ready) is for load balancers, which should stop routing to
+# a replica that is loading; restarting it would not help.
+HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('MNIST_PORT', '8000') + '/health/live', timeout=2)"]
+# Exec form: python is PID 1 and receives SIGTERM; uvicorn then stops accepting connections
+# and finishes in-flight requests (up to 10 s) before exiting.
+STOPSIGNAL SIGTERM
+CMD ["python", "-m", "service"]
+
+FROM base AS train
+RUN pip install -r /tmp/train.txt
+COPY mnist_shared/ mnist_shared/
+COPY training/ training/
+RUN mkdir -p /app/models && chown 10001 /app/models
+USER 10001
+VOLUME ["/app/models"]
+ENTRYPOINT ["python", "-m", "training.train"]
+CMD ["--variant", "all", "--output-dir", "/app/models"]
+
+# The last stage is what a plain `docker build .` produces: the API.
+FROM serve

@@ -1,0 +1,90 @@
+"""The micro-batcher on its own: merging, order, limits, and failing every waiter of a bad batch."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from service.batching import MicroBatcher
+from service.errors import InferenceFailed
+
+
+def _run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def _batcher(predict, max_batch_size=8, max_wait_s=0.01, sizes=None):
+    executor = ThreadPoolExecutor(1)
+    on_batch = sizes.append if sizes is not None else (lambda size: None)
+    return MicroBatcher(
+        predict, executor, max_batch_size=max_batch_size, max_wait_s=max_wait_s, on_batch=on_batch
+    )
+
+
+def test_merges_concurrent_requests_and_keeps_order():
+    sizes: list[int] = []
+
+    async def main():
+        batcher = _batcher(lambda x: x * 2, sizes=sizes)
+        batcher.start()
+        inputs = [np.full((1 + i % 3, 2), i, dtype=np.float32) for i in range(10)]
+        outputs = await asyncio.gather(*(batcher.predict(x) for x in inputs))
+        await batcher.stop()
+        return inputs, outputs
+
+    inputs, outputs = _run(main())
+    for x, y in zip(inputs, outputs, strict=True):
+        np.testing.assert_array_equal(y, x * 2)
+    assert sum(sizes) == sum(len(x) for x in inputs)
+    assert max(sizes) <= 8 and len(sizes) < 10
+
+
+def test_a_failed_batch_fails_every_waiting_request():
+    calls = []
+
+    def predict(x):
+        calls.append(len(x))
+        raise RuntimeError("GPU on fire")
+
+    async def main():
+        batcher = _batcher(predict, max_wait_s=0.02)
+        batcher.start()
+        results = await asyncio.gather(
+            *(batcher.predict(np.zeros((1, 2))) for _ in range(5)), return_exceptions=True
+        )
+        await batcher.stop()
+        return results
+
+    results = _run(main())
+    assert all(isinstance(r, InferenceFailed) for r in results)
+    assert "inference failed" in results[0].message and "RuntimeError" in results[0].message
+    assert calls == [5]
+
+
+def test_batching_off_runs_each_request_alone():
+    sizes: list[int] = []
+
+    async def main():
+        batcher = _batcher(lambda x: x + 1, max_batch_size=1, sizes=sizes)
+        batcher.start()
+        await asyncio.gather(*(batcher.predict(np.zeros((1, 2))) for _ in range(6)))
+        await batcher.stop()
+
+    _run(main())
+    assert sizes == [1] * 6
+
+
+def test_stop_fails_queued_requests():
+    async def main():
+        batcher = _batcher(lambda x: x, max_wait_s=10)
+        batcher.start()
+        pending = asyncio.ensure_future(batcher.predict(np.zeros((1, 2))))
+        await asyncio.sleep(0.01)
+        await batcher.stop()
+        with pytest.raises(InferenceFailed, match="shutting down"):
+            await asyncio.wait_for(pending, 1)
+
+    _run(main())
