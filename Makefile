@@ -30,6 +30,7 @@ run: $(VENV)/.serve-installed
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint Dockerfile
 
 test: lint
 	$(BIN)/python -m pytest
@@ -39,7 +40,8 @@ train: $(VENV)/.dev-installed
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/layer_train_step.py
-	$(BIN)/python benchmarks/onnx_inference.py
+	$(BIN)/python benchmarks/normalization_cost.py
+	$(BIN)/python benchmarks/http_load.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

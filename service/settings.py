@@ -7,10 +7,10 @@ The README's environment-variable table is generated from this class (`python -m
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 VARIANTS: tuple[str, ...] = ("group", "instance", "layer")
 BACKENDS: tuple[str, ...] = ("onnx", "savedmodel")
@@ -30,7 +30,8 @@ class Settings(BaseSettings):
     models_dir: Path = Field(
         Path("models"), description="Directory of models/<variant>/<version>/ with manifests."
     )
-    variants: list[Variant] = Field(
+    # NoDecode: the variable is a plain comma-separated list, not JSON.
+    variants: Annotated[list[Variant], NoDecode] = Field(
         list(VARIANTS), description="Variants to load, comma separated (e.g. group,layer)."
     )
     default_variant: Variant = Field("group", description="Variant used when a request names none.")

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import os
 import platform
+import shlex
 import shutil
 import sys
 import tempfile
@@ -20,7 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from mnist_shared.manifest import Manifest, TensorSpec, hash_artifacts, latest_version
+from mnist_shared.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    TensorSpec,
+    hash_artifacts,
+    latest_version,
+)
 from mnist_shared.preprocessing import IMAGE_SIZE, scale_pixels
 
 logger = logging.getLogger(__name__)
@@ -190,28 +198,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", required=True, choices=("group", "instance", "layer"))
     parser.add_argument("--architecture", default="cnn", help="recorded in the manifest")
     parser.add_argument("--models-dir", type=Path, default=Path("models"))
-    parser.add_argument("--data-dir", type=Path, default=None, help="MNIST IDX directory")
+    parser.add_argument(
+        "--data-dir",
+        default=os.environ.get("MNIST_DATA_DIR"),
+        help="MNIST IDX directory (env MNIST_DATA_DIR); default: keras.datasets.mnist",
+    )
     parser.add_argument("--version", type=int, default=None, help="default: next free version")
     args = parser.parse_args(argv)
     setup_logging()
 
     import keras
 
-    import training.layers  # noqa: F401  (registers the custom layers for deserialization)
+    import training.layers  # registers the custom layers for deserialization
 
     model = keras.saving.load_model(args.keras_file)
     data = load_mnist(args.data_dir)
     accuracy = evaluate_on_test(model, data)
+    command = shlex.join(["mnist-export", *(sys.argv[1:] if argv is None else argv)])
+    # Re-exporting a model that came from mnist-train keeps its training record.
+    source_manifest = args.keras_file.parent / MANIFEST_NAME
+    training = (
+        {**Manifest.read(args.keras_file.parent).training, "reexported_with": command}
+        if source_manifest.is_file()
+        else {"command": command, "source": str(args.keras_file)}
+    )
     request = ExportRequest(
         variant=args.variant,
         architecture=args.architecture,
         test_accuracy=accuracy,
         test_samples=len(data.test_labels),
-        parity_images=data.test_images[:PARITY_MIN_IMAGES],
-        training={
-            "command": "mnist-export " + " ".join(sys.argv[1:]),
-            "source": str(args.keras_file),
-        },
+        parity_images=data.test_images[: max(PARITY_MIN_IMAGES, 2000)],
+        training=training,
         data=data.describe(),
         version=args.version,
     )

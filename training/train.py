@@ -38,7 +38,7 @@ class TrainConfig:
     augment: bool = True
     precision: str = "auto"
     validation_fraction: float = 0.1
-    patience: int = 12  # epochs without val_loss improvement before stopping
+    patience: int = 20  # epochs without val_loss improvement before stopping
     jit_compile: bool | None = None  # None: XLA on GPU, plain TF on CPU (faster to start)
     export: bool = True
     version: int | None = None
@@ -103,44 +103,18 @@ def train_variant(variant: str, config: TrainConfig, data: Any, setup: Any) -> d
     import keras
     import tensorflow as tf
 
-    from training.data import make_dataset, split_validation
-    from training.models import build_classifier
-
     # Same seed, same machine -> same weights: seeded RNGs and deterministic kernels.
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
-    train_x, train_y, val_x, val_y = split_validation(
-        data.train_images, data.train_labels, config.validation_fraction, config.seed
+    train, val, train_size = _datasets(config, data)
+    model = _compiled_model(variant, config, setup, train_size)
+    stop = keras.callbacks.EarlyStopping(
+        "val_loss", patience=config.patience, restore_best_weights=True
     )
-    train = make_dataset(
-        train_x, train_y, config.batch_size, shuffle=True, augment=config.augment, seed=config.seed
-    )
-    val = make_dataset(val_x, val_y, 512, shuffle=False, augment=False, seed=config.seed)
-    jit = config.jit_compile if config.jit_compile is not None else setup.gpus > 0
-    with setup.strategy.scope():
-        steps = config.epochs * math.ceil(len(train_y) / config.batch_size)
-        schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, steps, alpha=0.01)
-        model = build_classifier(variant, config.arch, schedule, jit_compile=jit)
-    callbacks = [
-        keras.callbacks.EarlyStopping(
-            "val_loss", patience=config.patience, restore_best_weights=True
-        ),
-    ]
-    logger.info(
-        "training %s/%s on %d images (%d validation)",
-        variant,
-        config.arch,
-        len(train_y),
-        len(val_y),
-    )
+    logger.info("training %s/%s on %d images", variant, config.arch, train_size)
     started = time.perf_counter()
     history = model.fit(
-        train,
-        validation_data=val,
-        epochs=config.epochs,
-        callbacks=callbacks,
-        verbose=2,
-        shuffle=False,
+        train, validation_data=val, epochs=config.epochs, callbacks=[stop], verbose=2, shuffle=False
     )
     seconds = time.perf_counter() - started
     accuracy = evaluate_on_test(model, data)
@@ -159,6 +133,33 @@ def train_variant(variant: str, config: TrainConfig, data: Any, setup: Any) -> d
     if config.export:
         result["export_dir"] = str(_export(model, variant, config, data, setup, result))
     return result
+
+
+def _datasets(config: TrainConfig, data: Any) -> tuple[Any, Any, int]:
+    """(train pipeline, validation pipeline, number of training images)."""
+    from training.data import make_dataset, split_validation
+
+    train_x, train_y, val_x, val_y = split_validation(
+        data.train_images, data.train_labels, config.validation_fraction, config.seed
+    )
+    train = make_dataset(
+        train_x, train_y, config.batch_size, shuffle=True, augment=config.augment, seed=config.seed
+    )
+    val = make_dataset(val_x, val_y, 512, shuffle=False, augment=False, seed=config.seed)
+    return train, val, len(train_y)
+
+
+def _compiled_model(variant: str, config: TrainConfig, setup: Any, train_size: int) -> Any:
+    """The classifier under the device strategy, Adam on a cosine-decayed learning rate."""
+    import keras
+
+    from training.models import build_classifier
+
+    jit = config.jit_compile if config.jit_compile is not None else setup.gpus > 0
+    with setup.strategy.scope():
+        steps = config.epochs * math.ceil(train_size / config.batch_size)
+        schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, steps, alpha=0.01)
+        return build_classifier(variant, config.arch, schedule, jit_compile=jit)
 
 
 def _export(

@@ -1,0 +1,40 @@
+"""Settings come from MNIST_* variables and reject what the service could not run with."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from service.settings import Settings
+
+
+def test_environment_variables(monkeypatch):
+    monkeypatch.setenv("MNIST_VARIANTS", "group,layer")
+    monkeypatch.setenv("MNIST_DEFAULT_VARIANT", "layer")
+    monkeypatch.setenv("MNIST_MAX_BATCH_SIZE", "1")
+    monkeypatch.setenv("MNIST_PORT", "9001")
+    settings = Settings()
+    assert settings.variants == ["group", "layer"]
+    assert settings.default_variant == "layer"
+    assert settings.port == 9001
+    assert not settings.batching_enabled
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"MNIST_VARIANTS": "group,batch"}, "Input should be 'group', 'instance' or 'layer'"),
+        (
+            {"MNIST_VARIANTS": "group", "MNIST_DEFAULT_VARIANT": "layer"},
+            "MNIST_DEFAULT_VARIANT=layer is not among",
+        ),
+        ({"MNIST_DEFAULT_BACKEND": "torch"}, "Input should be 'onnx' or 'savedmodel'"),
+        ({"MNIST_MAX_BATCH_SIZE": "0"}, "greater than or equal to 1"),
+        ({"MNIST_PORT": "70000"}, "less than or equal to 65535"),
+    ],
+)
+def test_invalid_settings(monkeypatch, env, message):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ValidationError, match=message):
+        Settings()
