@@ -93,6 +93,9 @@ def main() -> int:
         "--compare-plain", action="store_true", help="also time tf2onnx's plain graph"
     )
     parser.add_argument("--archs", default="tutorial,cnn")
+    parser.add_argument(
+        "--savedmodel", action="store_true", help="also time the committed SavedModels vs ONNX"
+    )
     args = parser.parse_args()
 
     import logging
@@ -135,7 +138,44 @@ def main() -> int:
                             line += f"{times['plain']:>9.1f}{times['plain'] / times['twin']:>7.2f}"
                         print(f"{line}  <= {TARGETS[batch]} {'ok' if ok else 'MISSED'}", flush=True)
     print(f"{failures} configuration(s) over target")
+    if args.savedmodel:
+        savedmodel_vs_onnx(args.models_dir, args.rounds)
     return 1 if failures else 0
+
+
+def savedmodel_vs_onnx(models_dir: Path, rounds: int) -> None:
+    """The committed models through both serving backends, as the service calls them."""
+    import tensorflow as tf
+
+    from mnist_shared.manifest import latest_version
+
+    print("\nserving backends, committed models (us per image; SavedModel: its concrete signature)")
+    print(f"{'variant':<9}{'batch':>6}{'onnx 1t':>9}{'savedmodel':>11}")
+    for variant in ("group", "instance", "layer"):
+        version = latest_version(models_dir / variant)
+        if version is None:
+            continue
+        version_dir = models_dir / variant / str(version)
+        onnx_session = session(version_dir / "model.onnx", 1)
+        signature = tf.saved_model.load(str(version_dir / "saved_model")).signatures[
+            "serving_default"
+        ]
+        for batch in (1, 64):
+            x = np.random.default_rng(0).random((batch, 28, 28), dtype=np.float32)
+            onnx_us = per_image_us({"onnx": onnx_session}, batch, rounds)["onnx"]
+            tensor = tf.constant(x)
+            signature(image=tensor)  # warm-up
+            repeats = max(1, 256 // batch)
+            samples = []
+            for _ in range(rounds):
+                start = time.perf_counter()
+                for _ in range(repeats):
+                    signature(image=tensor)["probabilities"].numpy()
+                samples.append((time.perf_counter() - start) / (repeats * batch) * 1e6)
+            print(
+                f"{variant:<9}{batch:>6}{onnx_us:>9.1f}{statistics.median(samples):>11.1f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

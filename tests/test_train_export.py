@@ -141,3 +141,17 @@ def test_probabilities_are_deterministic_across_backends(exported, mnist):
     x = scale_pixels(mnist.test_images[:5])
     out = session.run(["probabilities"], {"image": x})[0]
     np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_savedmodel_signature_serves_every_batch_size_without_retracing(exported, mnist):
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(exported / "group" / "1" / "saved_model"))
+    signature = loaded.signatures["serving_default"]
+    (spec,) = signature.structured_input_signature[1].values()
+    assert spec.shape.as_list() == [None, 28, 28] and spec.name == "image"
+    graph_before = signature.graph
+    for batch in (1, 3, 64):
+        x = tf.constant(mnist.test_images[:batch].astype(np.float32) / 255)
+        assert signature(image=x)["probabilities"].shape == (batch, 10)
+    assert signature.graph is graph_before  # one concrete function, never retraced

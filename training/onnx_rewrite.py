@@ -104,6 +104,7 @@ def rewrite_normalizations(model: onnx.ModelProto, specs: list[NormSpec]) -> onn
                     node.input[index] = result
         graph.node.extend(new_nodes)
     _topological_sort(graph)
+    _cancel_transpose_pairs(graph)
     _remove_dead_nodes(graph)
     optimized = GraphUtil.optimize_model_proto(model, catch_errors=False)
     onnx.checker.check_model(optimized)
@@ -168,57 +169,67 @@ def _layout(shape: list[int | None] | None, channels: int) -> str | None:
     return None
 
 
+class _Builder:
+    """Collects new nodes and initializers under one name prefix."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+
+    def const(self, name: str, value: np.ndarray) -> str:
+        self.initializers.append(numpy_helper.from_array(value, f"{self.prefix}/{name}"))
+        return f"{self.prefix}/{name}"
+
+    def node(self, op: str, inputs: list[str], **attrs: Any) -> str:
+        out = f"{self.prefix}/{op}_{len(self.nodes)}"
+        self.nodes.append(helper.make_node(op, inputs, [out], name=out, **attrs))
+        return out
+
+
 def _replacement(
     spec: NormSpec, conv_nchw: str, layout: str
 ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], str]:
     """New nodes computing the layer's output, in `layout`, from the convolution's output."""
-    prefix = f"{spec.name}_rewritten"
-    nodes: list[onnx.NodeProto] = []
-    inits: list[onnx.TensorProto] = []
-
-    def const(name: str, value: np.ndarray) -> str:
-        inits.append(numpy_helper.from_array(value, f"{prefix}/{name}"))
-        return f"{prefix}/{name}"
-
-    def node(op: str, inputs: list[str], **attrs: Any) -> str:
-        out = f"{prefix}/{op}_{len(nodes)}"
-        nodes.append(helper.make_node(op, inputs, [out], name=out, **attrs))
-        return out
-
+    build = _Builder(f"{spec.name}_rewritten")
     channels = _channels(spec)
-    gamma = spec.gamma if spec.gamma is not None else np.ones(channels, np.float32)
-    beta = spec.beta if spec.beta is not None else np.zeros(channels, np.float32)
+    gamma = build.const(
+        "gamma", spec.gamma if spec.gamma is not None else np.ones(channels, np.float32)
+    )
+    beta = build.const(
+        "beta", spec.beta if spec.beta is not None else np.zeros(channels, np.float32)
+    )
     if spec.kind == "layer":
-        nhwc = node("Transpose", [conv_nchw], perm=NCHW_TO_NHWC)
-        out = node(
-            "LayerNormalization",
-            [nhwc, const("gamma", gamma), const("beta", beta)],
-            axis=-1,
-            epsilon=spec.epsilon,
-        )
+        # onnxruntime's LayerNormalization normalizes trailing axes: run it channels-last.
+        nhwc = build.node("Transpose", [conv_nchw], perm=NCHW_TO_NHWC)
+        out = build.node("LayerNormalization", [nhwc, gamma, beta], axis=-1, epsilon=spec.epsilon)
         if layout == "NCHW":
-            out = node("Transpose", [out], perm=NHWC_TO_NCHW)
-        return nodes, inits, out
+            out = build.node("Transpose", [out], perm=NHWC_TO_NCHW)
+        return build.nodes, build.initializers, out
     if spec.kind == "instance":
-        normalized = node(
-            "InstanceNormalization",
-            [conv_nchw, const("gamma", gamma), const("beta", beta)],
-            epsilon=spec.epsilon,
-        )
+        out = build.node("InstanceNormalization", [conv_nchw, gamma, beta], epsilon=spec.epsilon)
     else:
-        grouped = node("Reshape", [conv_nchw, const("group_shape", np.array([0, spec.groups, -1]))])
-        ones, zeros = np.ones(spec.groups, np.float32), np.zeros(spec.groups, np.float32)
-        standardized = node(
-            "InstanceNormalization",
-            [grouped, const("ones", ones), const("zeros", zeros)],
-            epsilon=spec.epsilon,
-        )
-        restored = node("Reshape", [standardized, node("Shape", [conv_nchw])])
-        scaled = node("Mul", [restored, const("gamma", gamma.reshape(channels, 1, 1))])
-        normalized = node("Add", [scaled, const("beta", beta.reshape(channels, 1, 1))])
+        out = _group_normalization(build, spec, conv_nchw, gamma, beta, channels)
     if layout == "NHWC":
-        normalized = node("Transpose", [normalized], perm=NCHW_TO_NHWC)
-    return nodes, inits, normalized
+        out = build.node("Transpose", [out], perm=NCHW_TO_NHWC)
+    return build.nodes, build.initializers, out
+
+
+def _group_normalization(
+    build: _Builder, spec: NormSpec, x: str, gamma: str, beta: str, channels: int
+) -> str:
+    """(N, C, H, W) -> (N, groups, C/groups*H*W): instance-normalize each group, restore shape."""
+    group_shape = build.const("group_shape", np.array([0, spec.groups, -1]))
+    grouped = build.node("Reshape", [x, group_shape])
+    ones = build.const("ones", np.ones(spec.groups, np.float32))
+    zeros = build.const("zeros", np.zeros(spec.groups, np.float32))
+    standardized = build.node("InstanceNormalization", [grouped, ones, zeros], epsilon=spec.epsilon)
+    restored = build.node("Reshape", [standardized, build.node("Shape", [x])])
+    # The per-channel affine as an inference BatchNormalization (mean 0, variance 1): one pass
+    # over the tensor where Mul + Add take two.
+    mean = build.const("zero_mean", np.zeros(channels, np.float32))
+    variance = build.const("unit_variance", np.ones(channels, np.float32))
+    return build.node("BatchNormalization", [restored, gamma, beta, mean, variance], epsilon=0.0)
 
 
 def _topological_sort(graph: onnx.GraphProto) -> None:
@@ -234,6 +245,27 @@ def _topological_sort(graph: onnx.GraphProto) -> None:
         pending = [n for n in pending if n not in ready]
     del graph.node[:]
     graph.node.extend(ordered)
+
+
+def _cancel_transpose_pairs(graph: onnx.GraphProto) -> None:
+    """Transpose(p) -> Transpose(inverse of p): consumers of the second read the first's input."""
+    producers = {out: n for n in graph.node for out in n.output}
+    rename: dict[str, str] = {}
+    for n in graph.node:
+        if n.op_type != "Transpose":
+            continue
+        first = producers.get(n.input[0])
+        if first is None or first.op_type != "Transpose":
+            continue
+        outer = list(helper.get_attribute_value(first.attribute[0]))
+        inner = list(helper.get_attribute_value(n.attribute[0]))
+        if [outer[i] for i in inner] == list(range(len(inner))):
+            rename[n.output[0]] = first.input[0]
+    graph_outputs = {o.name for o in graph.output}
+    for n in graph.node:
+        for index, name in enumerate(n.input):
+            if name in rename and name not in graph_outputs:
+                n.input[index] = rename[name]
 
 
 def _remove_dead_nodes(graph: onnx.GraphProto) -> None:
