@@ -468,3 +468,19 @@ def test_concurrent_requests_match_unbatched_inference(mnist, max_batch_size):
         assert n_batches == 48
     else:
         assert n_batches < 48  # requests were merged
+
+
+def test_photo_like_inputs_are_framed_like_mnist(client, mnist):
+    """Dark ink on light paper, 5x larger, off-centre, as RGB JPEG: still recognized."""
+    correct = 0
+    for i in range(50):
+        digit = 255 - np.asarray(Image.fromarray(mnist.test_images[i]).resize((140, 140)))
+        canvas = np.full((200, 180), 255, np.uint8)
+        canvas[10:150, 30:170] = digit  # off-centre on a larger sheet
+        response = client.post(
+            "/predict",
+            content=png_bytes(canvas, mode="RGB", fmt="JPEG"),
+            headers={"content-type": "image/jpeg"},
+        )
+        correct += response.json()["predictions"][0]["digit"] == mnist.test_labels[i]
+    assert correct >= 47, correct
