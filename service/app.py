@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 
+from service.batching import InFlight
 from service.errors import ServiceError
 from service.metrics import Metrics
 from service.registry import ModelRegistry
@@ -33,7 +34,7 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-        registry = ModelRegistry(settings, metrics, executor)
+        registry = ModelRegistry(settings, metrics, executor, app.state.in_flight)
         app.state.registry = registry
         loader = asyncio.create_task(registry.load()) if load_models else None
         try:
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
     )
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.in_flight = InFlight()
     _add_error_handlers(app)
     app.include_router(router)
     return app

@@ -1,8 +1,9 @@
 """Dynamic micro-batching: concurrent requests for one model merged into one inference call.
 
 One `MicroBatcher` per (variant, backend). A single collector task takes the first waiting
-request, waits up to `max_wait_s` for company, drains the queue up to `max_batch_size` images and
-runs the model in the inference thread pool (never on the event loop). While that batch runs,
+request, waits up to `max_wait_s` for company (only while other requests are in flight),
+drains the queue up to `max_batch_size` images and runs the model in the inference thread
+pool (never on the event loop). While that batch runs,
 new requests queue up and form the next batch, so under load batches fill without waiting.
 If the model raises, every request of that batch fails with `InferenceFailed`.
 """
@@ -25,6 +26,20 @@ logger = logging.getLogger(__name__)
 Predict = Callable[[np.ndarray], np.ndarray]
 
 
+class InFlight:
+    """How many prediction requests the service is handling right now (any stage)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __enter__(self) -> InFlight:
+        self.count += 1
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.count -= 1
+
+
 @dataclass
 class _Pending:
     images: np.ndarray
@@ -41,6 +56,7 @@ class MicroBatcher:
         max_wait_s: float,
         on_batch: Callable[[int], None] = lambda size: None,
         on_queue_change: Callable[[int], None] = lambda delta: None,
+        in_flight: InFlight | None = None,
         name: str = "model",
     ) -> None:
         self._predict = predict
@@ -49,6 +65,7 @@ class MicroBatcher:
         self._max_wait_s = max_wait_s
         self._on_batch = on_batch
         self._on_queue_change = on_queue_change
+        self._in_flight = in_flight
         self._name = name
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._carry: _Pending | None = None  # a request that did not fit the previous batch
@@ -91,7 +108,7 @@ class MicroBatcher:
         # during the wait (shutdown) still finds it and fails it instead of leaving it hanging.
         if self._carry is None:
             self._carry = await self._queue.get()
-        if self._max_wait_s > 0 and self._queue.empty():
+        if self._max_wait_s > 0 and self._queue.empty() and self._others_on_the_way():
             await asyncio.sleep(self._max_wait_s)  # give concurrent requests a moment to arrive
         first, self._carry = self._carry, None
         batch, size = [first], len(first.images)
@@ -103,6 +120,11 @@ class MicroBatcher:
             batch.append(pending)
             size += len(pending.images)
         return batch
+
+    def _others_on_the_way(self) -> bool:
+        """Waiting only pays when other requests are being decoded; a lone client would just
+        lose `max_wait_s` on every request."""
+        return self._in_flight is None or self._in_flight.count > 1
 
     async def _run_batch(self, batch: list[_Pending]) -> None:
         live = [p for p in batch if not p.future.done()]  # skip requests whose client went away

@@ -45,6 +45,12 @@ class NotReady(ServiceError):
     status_code = 503
 
 
+class ClientClosedRequest(ServiceError):
+    """The client disconnected before sending its whole body (nginx's 499): nobody to answer."""
+
+    status_code = 499
+
+
 class InferenceFailed(ServiceError):
     """The model failed on a batch; every request of that batch gets this error."""
 

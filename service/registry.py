@@ -18,7 +18,7 @@ import numpy as np
 from mnist_shared.manifest import Manifest, latest_version
 from mnist_shared.preprocessing import IMAGE_SIZE
 from service.backends import Backend, OnnxBackend, SavedModelBackend, tensorflow_available
-from service.batching import MicroBatcher
+from service.batching import InFlight, MicroBatcher
 from service.errors import NotFound, NotReady
 from service.metrics import Metrics
 from service.settings import Settings
@@ -42,10 +42,13 @@ def warm_up(backend: Backend) -> None:
 
 
 class ModelRegistry:
-    def __init__(self, settings: Settings, metrics: Metrics, executor: Executor) -> None:
+    def __init__(
+        self, settings: Settings, metrics: Metrics, executor: Executor, in_flight: InFlight
+    ) -> None:
         self._settings = settings
         self._metrics = metrics
         self._executor = executor
+        self._in_flight = in_flight
         self._models: dict[str, LoadedModel] = {}
         self._errors: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -140,6 +143,7 @@ class ModelRegistry:
             max_wait_s=self._settings.max_batch_wait_ms / 1000,
             on_batch=self._metrics.batch_size.labels(**labels).observe,
             on_queue_change=self._metrics.queue_depth.labels(**labels).inc,
+            in_flight=self._in_flight,
             name=f"{model.variant}/{backend.name}",
         )
         batcher.start()

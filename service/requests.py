@@ -9,9 +9,15 @@ import numpy as np
 from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
 
 from service.decoding import Limits, check_count, decode_images, parse_json
-from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from service.errors import (
+    BadRequest,
+    ClientClosedRequest,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 
 ACCEPTED_TYPES = (
     "multipart/form-data (parts named 'file'), image/png, image/jpeg, image/webp, image/bmp, "
@@ -28,11 +34,14 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(_too_large(int(declared), max_bytes))
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLarge(_too_large(size, max_bytes))
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise PayloadTooLarge(_too_large(size, max_bytes))
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientClosedRequest("client disconnected before the body was complete") from None
     return b"".join(chunks)
 
 

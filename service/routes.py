@@ -75,10 +75,11 @@ async def predict(
         backend = _check_choice("backend", backend or settings.default_backend, BACKENDS)
         variants = _variants_for(variant, settings)
         limits = Limits(settings.max_images_per_request, settings.max_image_pixels)
-        images = scale_pixels(await read_images(request, settings.max_upload_bytes, limits))
-        results = await asyncio.gather(
-            *(_predict_variant(registry, name, backend, images) for name in variants)
-        )
+        with request.app.state.in_flight:  # tells the batchers whether company is coming
+            images = scale_pixels(await read_images(request, settings.max_upload_bytes, limits))
+            results = await asyncio.gather(
+                *(_predict_variant(registry, name, backend, images) for name in variants)
+            )
         metrics.images.labels(variant=variant).inc(len(images) * len(variants))
         status = 200
         if variant != "all":

@@ -484,3 +484,18 @@ def test_photo_like_inputs_are_framed_like_mnist(client, mnist):
         )
         correct += response.json()["predictions"][0]["digit"] == mnist.test_labels[i]
     assert correct >= 47, correct
+
+
+def test_png_round_trip_gives_identical_predictions(client, mnist):
+    """200 real test digits: PNG upload vs the raw arrays as `pixels`, same probabilities."""
+    images = mnist.test_images[300:500]
+    for start in range(0, 200, 10):  # the fixture allows 16 images per request
+        chunk = images[start : start + 10]
+        files = [
+            ("file", (f"{i}.png", png_bytes(image), "image/png")) for i, image in enumerate(chunk)
+        ]
+        via_png = client.post("/predict", params={"variant": "instance"}, files=files).json()
+        via_pixels = client.post(
+            "/predict", params={"variant": "instance"}, json={"pixels": chunk.tolist()}
+        ).json()
+        assert via_png["predictions"] == via_pixels["predictions"]

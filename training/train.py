@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     results = [train_variant(variant, config, data, setup) for variant in config.variants]
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    summary = {r["variant"]: {k: v for k, v in r.items() if k != "history"} for r in results}
+    summary = {r["variant"]: r for r in results}
     (output_dir / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     plot_histories(
         {r["variant"]: r["history"] for r in results}, output_dir / "training_curves.png"
