@@ -96,15 +96,21 @@ def verify_artifacts(version_dir: Path, manifest: Manifest, only: list[str] | No
             )
 
 
-def latest_version(variant_dir: Path) -> int | None:
-    """Highest integer-named subdirectory that holds a manifest (TF Serving's rule)."""
-    versions = (
-        [
-            int(child.name)
-            for child in variant_dir.iterdir()
-            if child.is_dir() and child.name.isdigit() and (child / MANIFEST_NAME).is_file()
-        ]
-        if variant_dir.is_dir()
-        else []
+def list_versions(variant_dir: Path) -> list[int]:
+    """Integer-named subdirectories that hold a manifest, ascending (TF Serving's layout).
+
+    Export renames a version into place only once its manifest is written, so a version
+    without one is not servable."""
+    if not variant_dir.is_dir():
+        return []
+    return sorted(
+        int(child.name)
+        for child in variant_dir.iterdir()
+        if child.is_dir() and child.name.isdigit() and (child / MANIFEST_NAME).is_file()
     )
-    return max(versions, default=None)
+
+
+def latest_version(variant_dir: Path) -> int | None:
+    """The version served: the highest one (TF Serving's rule)."""
+    versions = list_versions(variant_dir)
+    return versions[-1] if versions else None

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mnist_shared.manifest import Manifest, latest_version
+from mnist_shared.manifest import Manifest, latest_version, list_versions
 from mnist_shared.preprocessing import IMAGE_SIZE
 from service.backends import Backend, OnnxBackend, SavedModelBackend, tensorflow_available
 from service.batching import InFlight, MicroBatcher
@@ -155,10 +155,7 @@ class ModelRegistry:
         """Per configured variant: versions on disk, the one served, backends, spec, accuracy."""
         described = []
         for variant in self._settings.variants:
-            variant_dir = self._settings.models_dir / variant
-            versions = sorted(
-                int(p.name) for p in variant_dir.glob("*") if p.is_dir() and p.name.isdigit()
-            )
+            versions = list_versions(self._settings.models_dir / variant)
             model = self._models.get(variant)
             entry: dict[str, Any] = {
                 "variant": variant,

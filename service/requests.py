@@ -55,20 +55,21 @@ def _too_large(size: int, limit: int) -> str:
 async def read_images(request: Request, max_bytes: int, limits: Limits) -> np.ndarray:
     """uint8 (N, 28, 28) MNIST-ready digits from any accepted request form."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type.startswith("multipart/form-data"):
-        body = await read_body(request, max_bytes)
+    is_multipart = content_type.startswith("multipart/form-data")
+    is_image = content_type.startswith("image/") or content_type == "application/octet-stream"
+    is_json = content_type == "application/json"
+    if not (is_multipart or is_image or is_json):
+        shown = content_type or "none"
+        raise UnsupportedMediaType(f"unsupported content type {shown!r}: send {ACCEPTED_TYPES}.")
+    body = await read_body(request, max_bytes)
+    if is_multipart:
         payloads = await _multipart_files(request, body, limits)
         return await _decode(decode_images, payloads, limits, len(body))
-    if content_type.startswith("image/") or content_type == "application/octet-stream":
-        body = await read_body(request, max_bytes)
+    if is_image:
         return await _decode(decode_images, [("image", body)], limits, len(body))
-    if content_type == "application/json":
-        body = await read_body(request, max_bytes)
-        if not body:
-            raise BadRequest('empty JSON body: send {"images": [...]} or {"pixels": [...]}.')
-        return await _decode(parse_json, body, limits, len(body))
-    shown = content_type or "none"
-    raise UnsupportedMediaType(f"unsupported content type {shown!r}: send {ACCEPTED_TYPES}.")
+    if not body:
+        raise BadRequest('empty JSON body: send {"images": [...]} or {"pixels": [...]}.')
+    return await _decode(parse_json, body, limits, len(body))
 
 
 async def _decode(function: object, payload: object, limits: Limits, size: int) -> np.ndarray:

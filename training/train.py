@@ -165,7 +165,7 @@ def _compiled_model(variant: str, config: TrainConfig, setup: Any, train_size: i
 def _export(
     model: Any, variant: str, config: TrainConfig, data: Any, setup: Any, result: dict
 ) -> Path:
-    from training.export import PARITY_MIN_IMAGES, ExportRequest, export_model
+    from training.export import PARITY_IMAGES, ExportRequest, export_model
 
     training_record = {
         **dataclasses.asdict(config),
@@ -180,7 +180,7 @@ def _export(
         architecture=config.arch,
         test_accuracy=result["test_accuracy"],
         test_samples=len(data.test_labels),
-        parity_images=data.test_images[: max(PARITY_MIN_IMAGES, 2000)],
+        parity_images=data.test_images[:PARITY_IMAGES],
         training=training_record,
         data=data.describe(),
         version=config.version,
