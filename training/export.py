@@ -113,20 +113,19 @@ def _write_artifacts(model: Any, out_dir: Path, parity_images: np.ndarray) -> di
 
 
 def convert_to_onnx(model: Any, path: Path, *, rewrite: bool = True) -> None:
-    """tf2onnx conversion of `serving_function(model)`, normalizations rewritten to
-    onnxruntime kernels (see `training.onnx_rewrite`) unless `rewrite=False`."""
+    """tf2onnx conversion of `serving_function(model)`, optimized for onnxruntime (normalizations
+    on its own kernels, static flattening; see `training.onnx_optimize`) unless `rewrite=False`."""
     import onnx
     import tf2onnx
 
-    from training.onnx_rewrite import norm_specs, rewrite_normalizations
+    from training.onnx_optimize import optimize_for_onnxruntime
 
     serve = serving_function(model)
     proto, _ = tf2onnx.convert.from_function(
         serve, input_signature=serve.input_signature, opset=ONNX_OPSET
     )
-    specs = norm_specs(model) if rewrite else []
-    if specs:
-        proto = rewrite_normalizations(proto, specs)
+    if rewrite:
+        proto = optimize_for_onnxruntime(proto, model)
     onnx.save(proto, str(path))
 
 

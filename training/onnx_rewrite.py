@@ -1,4 +1,4 @@
-"""Make normalization nearly free in the exported ONNX graph.
+"""Make normalization cheap in the exported ONNX graph.
 
 tf2onnx translates our layers op by op, in the Keras (NHWC) layout: a 5-D reshape, broadcast
 Sub/Mul for the statistics and a broadcast multiply-add, plus a Transpose pair around every
@@ -9,19 +9,29 @@ This pass replaces each normalization that follows a Conv2D with onnxruntime's o
 fed straight from the convolution's NCHW output:
 
 * instance: `InstanceNormalization(x, gamma, beta)`;
-* group: `Reshape(N, groups, -1) -> InstanceNormalization(1, 0) -> Reshape(N, C, H, W)`, then a
-  per-channel `Mul(gamma) + Add(beta)` that onnxruntime fuses;
-* layer (channel axis): `LayerNormalization(axis=-1)` on the NHWC tensor.
+* group: `Reshape(N, groups, -1) -> InstanceNormalization -> Reshape(N, C, H, W)`, then the
+  per-channel affine;
+* layer (channel axis): `InstanceNormalization` over an (N, H*W, C) view, whose "instances"
+  are the pixels (see `_layer_normalization`), then the per-channel affine.
 
-A Transpose back to NHWC keeps every consumer valid, and tf2onnx's optimizer then cancels the
-transposes that became pairs. Export verifies parity afterwards, so a rewrite that changed the
-numbers would fail the export rather than ship.
+The per-channel affine is a 1x1 depthwise Conv (weights gamma, bias beta) when a ReLU follows,
+otherwise a BatchNormalization. onnxruntime runs convolutions in its blocked NCHWc layout and
+converts every tensor that leaves it for another kernel and back; a constant-weight Conv stays
+in the blocked layout and the ReLU fuses into it, so BatchNormalization + Relu + conversion
+become conversion + one Conv (cnn group, batch 1: 1.32x -> 1.26x the normalization-free
+network's time).
+
+What is left is mostly the layout conversion itself: `benchmarks/normalization_cost.py` prints
+a "floor", the normalization-free network with one Abs kernel where each normalization sits,
+and the models run within a few percent of it at batch 64.
+
+Export verifies parity afterwards, so a rewrite that changed the numbers would fail the export
+rather than ship.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,9 +39,14 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from training.onnx_graph import scope_node, scope_output, static_shapes
+
 logger = logging.getLogger(__name__)
 
 NHWC_TO_NCHW = [0, 3, 1, 2]
+# Layer normalization over fewer channels than this reduces over the NCHW channel axis (see
+# `_layer_normalization`); 16 is also onnxruntime's blocked-layout width on AVX-512.
+SHORT_ROW = 16
 NCHW_TO_NHWC = [0, 2, 3, 1]
 
 
@@ -46,52 +61,71 @@ class NormSpec:
     epsilon: float
     gamma: np.ndarray | None
     beta: np.ndarray | None
+    spatial: tuple[int, int]  # (H, W) of the convolution's output
+    relu_follows: bool  # the next layer is a ReLU (onnxruntime can fuse it into a Conv)
 
 
 def norm_specs(model: Any) -> list[NormSpec]:
-    """Specs of the normalization layers that directly follow a Conv2D over the channel axis."""
+    """Specs of the normalization layers over the channel axis that directly follow a Conv2D
+    with a static output size."""
     import keras
 
-    from training.layers import GroupNormalization, InstanceNormalization, LayerNormalization
+    from training.layers import GroupNormalization, LayerNormalization
 
     specs = []
-    for previous, layer in zip(model.layers, model.layers[1:], strict=False):
+    layers = [*model.layers, None]
+    for previous, layer, following in zip(layers, layers[1:], layers[2:], strict=False):
         if not isinstance(layer, GroupNormalization | LayerNormalization):
             continue
         axes = layer.axis if isinstance(layer.axis, list) else [layer.axis]
         if not isinstance(previous, keras.layers.Conv2D) or [a % 4 for a in axes] != [3]:
             logger.info("normalization %s left as converted (not after a Conv2D)", layer.name)
             continue
-        kind = (
-            "layer"
-            if isinstance(layer, LayerNormalization)
-            else "instance"
-            if isinstance(layer, InstanceNormalization)
-            else "group"
-        )
+        height, width = previous.output.shape[1:3]
+        if height is None or width is None:
+            logger.info("normalization %s left as converted (dynamic image size)", layer.name)
+            continue
         specs.append(
             NormSpec(
                 name=layer.name,
                 conv_name=previous.name,
-                kind=kind,
+                kind=_kind(layer),
                 groups=getattr(layer, "groups", 1),
                 epsilon=layer.epsilon,
                 gamma=None if layer.gamma is None else np.asarray(layer.gamma.numpy(), np.float32),
                 beta=None if layer.beta is None else np.asarray(layer.beta.numpy(), np.float32),
+                spatial=(height, width),
+                relu_follows=_is_relu(following),
             )
         )
     return specs
 
 
-def rewrite_normalizations(model: onnx.ModelProto, specs: list[NormSpec]) -> onnx.ModelProto:
-    """Replace each spec'd normalization subgraph by onnxruntime kernels; optimize; check."""
-    from tf2onnx.graph import GraphUtil
+def _kind(layer: Any) -> str:
+    from training.layers import InstanceNormalization, LayerNormalization
 
+    if isinstance(layer, LayerNormalization):
+        return "layer"
+    return "instance" if isinstance(layer, InstanceNormalization) else "group"
+
+
+def _is_relu(layer: Any) -> bool:
+    import keras
+
+    if isinstance(layer, keras.layers.ReLU):
+        config = layer.get_config()
+        plain = config["max_value"] is None and not config["negative_slope"]
+        return plain and not config["threshold"]
+    return isinstance(layer, keras.layers.Activation) and layer.activation is keras.activations.relu
+
+
+def rewrite_normalizations(model: onnx.ModelProto, specs: list[NormSpec]) -> None:
+    """Replace each spec'd normalization subgraph, in place; leaves the old nodes dead."""
     graph = model.graph
-    shapes = _static_shapes(model)
+    shapes = static_shapes(model)
     for spec in specs:
-        conv_output = _conv_output(graph, spec.conv_name)
-        layer_output = _scope_output(graph, spec.name)
+        conv_output = scope_node(graph, spec.conv_name, "Conv").output[0]
+        layer_output = scope_output(graph, spec.name)
         layout = _layout(shapes.get(layer_output), _channels(spec))
         if layout is None:
             logger.info("normalization %s left as converted (layout unknown)", spec.name)
@@ -103,55 +137,6 @@ def rewrite_normalizations(model: onnx.ModelProto, specs: list[NormSpec]) -> onn
                 if name == layer_output:
                     node.input[index] = result
         graph.node.extend(new_nodes)
-    _topological_sort(graph)
-    _cancel_transpose_pairs(graph)
-    _remove_dead_nodes(graph)
-    optimized = GraphUtil.optimize_model_proto(model, catch_errors=False)
-    onnx.checker.check_model(optimized)
-    logger.info("rewrote %d normalization layers to onnxruntime kernels", len(specs))
-    return optimized
-
-
-def _scope_pattern(layer_name: str) -> re.Pattern[str]:
-    # Keras runs each layer under a TensorFlow name scope `<layer>` or `<layer>_<n>`.
-    return re.compile(rf"(^|/){re.escape(layer_name)}(_\d+)?/")
-
-
-def _conv_output(graph: onnx.GraphProto, conv_name: str) -> str:
-    pattern = _scope_pattern(conv_name)
-    convs = [n for n in graph.node if n.op_type == "Conv" and pattern.search(n.name)]
-    if len(convs) != 1:
-        raise ValueError(f"expected one ONNX Conv for layer {conv_name}, found {len(convs)}")
-    return convs[0].output[0]
-
-
-def _scope_output(graph: onnx.GraphProto, layer_name: str) -> str:
-    """The layer's result: the last tensor (in topological order) that its nodes produce for
-    nodes outside it. Earlier ones only feed helper nodes that tf2onnx's optimizer renamed."""
-    pattern = _scope_pattern(layer_name)
-    inside_names = {n.name for n in graph.node if pattern.search(n.name)}
-    consumed_outside = {
-        name for n in graph.node if n.name not in inside_names for name in n.input
-    } | {o.name for o in graph.output}
-    candidates = [
-        out
-        for n in graph.node
-        if n.name in inside_names
-        for out in n.output
-        if out in consumed_outside
-    ]
-    if not candidates:
-        raise ValueError(f"no output tensor found for layer {layer_name} in the ONNX graph")
-    return candidates[-1]
-
-
-def _static_shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
-    inferred = onnx.shape_inference.infer_shapes(model)
-    shapes = {}
-    for value in list(inferred.graph.value_info) + list(inferred.graph.output):
-        dims = value.type.tensor_type.shape.dim
-        shapes[value.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
-    return shapes
 
 
 def _channels(spec: NormSpec) -> int:
@@ -192,91 +177,97 @@ def _replacement(
 ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], str]:
     """New nodes computing the layer's output, in `layout`, from the convolution's output."""
     build = _Builder(f"{spec.name}_rewritten")
-    channels = _channels(spec)
-    gamma = build.const(
-        "gamma", spec.gamma if spec.gamma is not None else np.ones(channels, np.float32)
-    )
-    beta = build.const(
-        "beta", spec.beta if spec.beta is not None else np.zeros(channels, np.float32)
-    )
     if spec.kind == "layer":
-        # onnxruntime's LayerNormalization normalizes trailing axes: run it channels-last.
-        nhwc = build.node("Transpose", [conv_nchw], perm=NCHW_TO_NHWC)
-        out = build.node("LayerNormalization", [nhwc, gamma, beta], axis=-1, epsilon=spec.epsilon)
-        if layout == "NCHW":
-            out = build.node("Transpose", [out], perm=NHWC_TO_NCHW)
-        return build.nodes, build.initializers, out
-    if spec.kind == "instance":
-        out = build.node("InstanceNormalization", [conv_nchw, gamma, beta], epsilon=spec.epsilon)
+        out = _layer_normalization(build, spec, conv_nchw)
+    elif spec.kind == "instance":
+        gamma, beta = _affine(spec)
+        out = build.node(
+            "InstanceNormalization",
+            [conv_nchw, build.const("gamma", gamma), build.const("beta", beta)],
+            epsilon=spec.epsilon,
+        )
     else:
-        out = _group_normalization(build, spec, conv_nchw, gamma, beta, channels)
+        out = _group_normalization(build, spec, conv_nchw)
     if layout == "NHWC":
         out = build.node("Transpose", [out], perm=NCHW_TO_NHWC)
     return build.nodes, build.initializers, out
 
 
-def _group_normalization(
-    build: _Builder, spec: NormSpec, x: str, gamma: str, beta: str, channels: int
-) -> str:
-    """(N, C, H, W) -> (N, groups, C/groups*H*W): instance-normalize each group, restore shape."""
-    group_shape = build.const("group_shape", np.array([0, spec.groups, -1]))
-    grouped = build.node("Reshape", [x, group_shape])
+def _affine(spec: NormSpec) -> tuple[np.ndarray, np.ndarray]:
+    """gamma and beta, with the identity standing in for a disabled scale or center."""
+    channels = _channels(spec)
+    gamma = spec.gamma if spec.gamma is not None else np.ones(channels, np.float32)
+    beta = spec.beta if spec.beta is not None else np.zeros(channels, np.float32)
+    return gamma, beta
+
+
+def _nchw_affine(build: _Builder, spec: NormSpec, standardized: str) -> str:
+    """gamma * x + beta per channel of an NCHW tensor."""
+    gamma, beta = _affine(spec)
+    channels = len(gamma)
+    if spec.relu_follows:
+        # A 1x1 depthwise convolution that absorbs the ReLU (see the module docstring).
+        weights = build.const("gamma_depthwise", gamma.reshape(channels, 1, 1, 1))
+        return build.node(
+            "Conv", [standardized, weights, build.const("beta", beta)], group=channels
+        )
+    # Otherwise an inference BatchNormalization (mean 0, variance 1): one pass in NCHW.
+    mean = build.const("zero_mean", np.zeros(channels, np.float32))
+    variance = build.const("unit_variance", np.ones(channels, np.float32))
+    return build.node(
+        "BatchNormalization",
+        [standardized, build.const("gamma", gamma), build.const("beta", beta), mean, variance],
+        epsilon=0.0,
+    )
+
+
+def _group_normalization(build: _Builder, spec: NormSpec, x: str) -> str:
+    """(N, C, H, W) -> (N, groups, C/groups*H*W): instance-normalize each group, restore shape,
+    then the per-channel affine."""
+    channels = _channels(spec)
+    grouped = build.node("Reshape", [x, build.const("group_shape", np.array([0, spec.groups, -1]))])
     ones = build.const("ones", np.ones(spec.groups, np.float32))
     zeros = build.const("zeros", np.zeros(spec.groups, np.float32))
     standardized = build.node("InstanceNormalization", [grouped, ones, zeros], epsilon=spec.epsilon)
-    restored = build.node("Reshape", [standardized, build.node("Shape", [x])])
-    # The per-channel affine as an inference BatchNormalization (mean 0, variance 1): one pass
-    # over the tensor where Mul + Add take two.
-    mean = build.const("zero_mean", np.zeros(channels, np.float32))
-    variance = build.const("unit_variance", np.ones(channels, np.float32))
-    return build.node("BatchNormalization", [restored, gamma, beta, mean, variance], epsilon=0.0)
+    # A constant target keeps the shapes static, which onnxruntime's layout pass needs to keep
+    # the tensors that follow in its blocked layout.
+    target = build.const("nchw_shape", np.array([0, channels, *spec.spatial]))
+    return _nchw_affine(build, spec, build.node("Reshape", [standardized, target]))
 
 
-def _topological_sort(graph: onnx.GraphProto) -> None:
-    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
-    pending, ordered = list(graph.node), []
-    while pending:
-        ready = [n for n in pending if all(i in available for i in n.input)]
-        if not ready:
-            raise ValueError("graph has a cycle or a missing input after the rewrite")
-        for n in ready:
-            ordered.append(n)
-            available.update(n.output)
-        pending = [n for n in pending if n not in ready]
-    del graph.node[:]
-    graph.node.extend(ordered)
+def _layer_normalization(build: _Builder, spec: NormSpec, x: str) -> str:
+    """Each pixel's channels standardized, then the per-channel affine.
+
+    onnxruntime's LayerNormalization kernel is slow on rows this short (10-64 channels),
+    worse still on two threads. Its InstanceNormalization computes the same statistics when the
+    pixels are the "channels" of an (N, H*W, C) view (cnn, 2 threads: 2.65x -> 1.94x the twin's
+    time at batch 1, 2.83x -> 1.89x at batch 64; 1 thread: 1.63x -> 1.52x at batch 64). Below
+    SHORT_ROW channels even that pays too much per row, and reductions over the NCHW channel
+    axis win (tutorial, batch 64: 1.92x -> 1.56x on 1 thread, 2.96x -> 1.66x on 2).
+    """
+    height, width = spec.spatial
+    pixels, channels = height * width, _channels(spec)
+    if channels < SHORT_ROW:
+        return _nchw_affine(build, spec, _standardize_channel_axis(build, spec, x))
+    nhwc = build.node("Transpose", [x], perm=NCHW_TO_NHWC)
+    rows = build.node("Reshape", [nhwc, build.const("rows", np.array([0, pixels, channels]))])
+    ones = build.const("ones", np.ones(pixels, np.float32))
+    zeros = build.const("zeros", np.zeros(pixels, np.float32))
+    standardized = build.node("InstanceNormalization", [rows, ones, zeros], epsilon=spec.epsilon)
+    image = build.node(
+        "Reshape", [standardized, build.const("nhwc", np.array([0, height, width, channels]))]
+    )
+    nchw = build.node("Transpose", [image], perm=NHWC_TO_NCHW)
+    return _nchw_affine(build, spec, nchw)
 
 
-def _cancel_transpose_pairs(graph: onnx.GraphProto) -> None:
-    """Transpose(p) -> Transpose(inverse of p): consumers of the second read the first's input."""
-    producers = {out: n for n in graph.node for out in n.output}
-    rename: dict[str, str] = {}
-    for n in graph.node:
-        if n.op_type != "Transpose":
-            continue
-        first = producers.get(n.input[0])
-        if first is None or first.op_type != "Transpose":
-            continue
-        outer = list(helper.get_attribute_value(first.attribute[0]))
-        inner = list(helper.get_attribute_value(n.attribute[0]))
-        if [outer[i] for i in inner] == list(range(len(inner))):
-            rename[n.output[0]] = first.input[0]
-    graph_outputs = {o.name for o in graph.output}
-    for n in graph.node:
-        for index, name in enumerate(n.input):
-            if name in rename and name not in graph_outputs:
-                n.input[index] = rename[name]
-
-
-def _remove_dead_nodes(graph: onnx.GraphProto) -> None:
-    needed = {o.name for o in graph.output}
-    alive = []
-    for n in reversed(graph.node):
-        if any(out in needed for out in n.output):
-            alive.append(n)
-            needed.update(n.input)
-    del graph.node[:]
-    graph.node.extend(reversed(alive))
-    unused = [init for init in graph.initializer if init.name not in needed]
-    for init in unused:
-        graph.initializer.remove(init)
+def _standardize_channel_axis(build: _Builder, spec: NormSpec, x: str) -> str:
+    """(x - mean) / sqrt(var + eps) over axis 1 of an NCHW tensor, statistics in two passes."""
+    centered = build.node("Sub", [x, build.node("ReduceMean", [x], axes=[1], keepdims=1)])
+    squares = build.node("Mul", [centered, centered])
+    variance = build.node("ReduceMean", [squares], axes=[1], keepdims=1)
+    epsilon = build.const("epsilon", np.array(spec.epsilon, np.float32))
+    inverse_std = build.node(
+        "Reciprocal", [build.node("Sqrt", [build.node("Add", [variance, epsilon])])]
+    )
+    return build.node("Mul", [centered, inverse_std])
