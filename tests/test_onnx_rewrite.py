@@ -9,9 +9,9 @@ import onnxruntime as ort
 import pytest
 
 from training.export import convert_to_onnx
-from training.layers import LayerNormalization
+from training.layers import GroupNormalization, LayerNormalization
 from training.models import build_classifier
-from training.onnx_graph import make_flatten_static
+from training.onnx_graph import make_flatten_static, remove_dead_nodes
 from training.onnx_rewrite import norm_specs
 
 
@@ -72,6 +72,39 @@ def test_group_affine_is_a_depthwise_convolution(tmp_path):
             depthwise.append((group, list(weights[node.input[1]].dims)))
     assert depthwise == [(32, [32, 1, 1, 1])] * 2 + [(64, [64, 1, 1, 1])] * 2
     assert "BatchNormalization" not in {node.op_type for node in graph.node}
+
+
+def test_normalization_without_scale_or_center_is_rewritten(tmp_path):
+    inputs = keras.Input((28, 28))
+    x = keras.layers.Conv2D(16, 3)(keras.layers.Reshape((28, 28, 1))(inputs))
+    x = GroupNormalization(groups=4, axis=-1, center=False, scale=False)(x)
+    x = keras.layers.Activation("relu")(x)
+    model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(x)))
+    convert_to_onnx(model, tmp_path / "model.onnx")
+    ops = [node.op_type for node in onnx.load(tmp_path / "model.onnx").graph.node]
+    assert ops.count("InstanceNormalization") == 1
+    x = np.random.default_rng(0).random((8, 28, 28), dtype=np.float32)
+    np.testing.assert_allclose(
+        _run(tmp_path / "model.onnx", x), model.predict(x, verbose=0), atol=1e-5
+    )
+
+
+def test_remove_dead_nodes_follows_inputs_in_any_order():
+    helper = onnx.helper
+    nodes = [
+        helper.make_node("Relu", ["a"], ["y"], name="last"),  # listed before its producer
+        helper.make_node("Neg", ["x"], ["a"], name="first"),
+        helper.make_node("Abs", ["x"], ["unused"], name="dead"),
+    ]
+    value = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [value("x", onnx.TensorProto.FLOAT, [1])],
+        [value("y", onnx.TensorProto.FLOAT, [1])],
+    )
+    remove_dead_nodes(graph)
+    assert [node.name for node in graph.node] == ["last", "first"]
 
 
 def test_dynamic_image_size_is_left_as_converted(caplog):

@@ -164,11 +164,10 @@ def flatten_channels_first(graph: onnx.GraphProto, shapes: Shapes) -> int:
         transpose = index.producers.get(reshape.input[0]) if reshape.input else None
         if transpose is None or transpose.op_type != "Transpose":
             continue
+        to_nhwc = list(helper.get_attribute_value(transpose.attribute[0])) == [0, 2, 3, 1]
         dims = _flattened_nchw(reshape, transpose.input[0], shapes)
         users = index.dense_users(reshape.output[0])
-        if list(helper.get_attribute_value(transpose.attribute[0])) != [0, 2, 3, 1]:
-            continue
-        if not dims or not users:
+        if not to_nhwc or not dims or not users:
             continue
         channels, height, width = dims
         for matmul in users:
@@ -226,14 +225,20 @@ def _add_bias(graph: onnx.GraphProto, matmul: onnx.NodeProto, bias: np.ndarray) 
 
 
 def remove_dead_nodes(graph: onnx.GraphProto) -> None:
+    """Drop nodes and initializers that no graph output depends on; the order may be any."""
+    producers = {out: n for n in graph.node for out in n.output}
     needed = {o.name for o in graph.output}
-    alive = []
-    for n in reversed(graph.node):
-        if any(out in needed for out in n.output):
-            alive.append(n)
-            needed.update(n.input)
+    pending = list(needed)
+    while pending:
+        node = producers.pop(pending.pop(), None)
+        if node is None:  # a graph input, an initializer, or a node already taken
+            continue
+        fresh = [name for name in node.input if name not in needed]
+        needed.update(fresh)
+        pending.extend(fresh)
+    alive = [n for n in graph.node if any(out in needed for out in n.output)]
     del graph.node[:]
-    graph.node.extend(reversed(alive))
+    graph.node.extend(alive)
     unused = [init for init in graph.initializer if init.name not in needed]
     for init in unused:
         graph.initializer.remove(init)

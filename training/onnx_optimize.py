@@ -55,12 +55,14 @@ def optimize_for_onnxruntime(model: onnx.ModelProto, keras_model: Any) -> onnx.M
     cancel_transpose_pairs(graph)
     remove_dead_nodes(graph)
     optimized = GraphUtil.optimize_model_proto(model, catch_errors=False)
-    # After tf2onnx's optimizer, which would move the Flatten's transpose again.
-    flatten_channels_first(optimized.graph, static_shapes(optimized))
+    # After tf2onnx's optimizer, which would move the Flatten's transpose again. Both passes
+    # only rewire existing tensors, so one shape inference serves both.
+    shapes = static_shapes(optimized)
+    flatten_channels_first(optimized.graph, shapes)
     remove_dead_nodes(optimized.graph)  # the Transposes it bypassed would count as readers
-    fold_affine_into_dense(optimized.graph, static_shapes(optimized))
-    topological_sort(optimized.graph)  # remove_dead_nodes walks the graph in order
+    fold_affine_into_dense(optimized.graph, shapes)
     remove_dead_nodes(optimized.graph)
+    topological_sort(optimized.graph)  # the folded biases' Add nodes were appended
     onnx.checker.check_model(optimized)
     logger.info(
         "rewrote %d normalization layers to onnxruntime kernels and %d Flatten to static shapes",
