@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -111,10 +111,21 @@ def session(path: Path, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def per_image_us(
-    sessions: dict[str, ort.InferenceSession], batch: int, rounds: int
-) -> dict[str, float]:
-    """Time per image of each session: its fastest round, sessions interleaved round by round.
+Runner = Callable[[np.ndarray], object]
+
+
+def onnx_runner(s: ort.InferenceSession) -> Runner:
+    return lambda x: s.run(None, {"image": x})
+
+
+def savedmodel_runner(signature: Any) -> Runner:
+    import tensorflow as tf
+
+    return lambda x: signature(image=tf.constant(x))["probabilities"].numpy()
+
+
+def per_image_us(runners: dict[str, Runner], batch: int, rounds: int) -> dict[str, float]:
+    """Time per image of each runner: its fastest round, runners interleaved round by round.
 
     The fastest round, not the median: on this shared 2-core machine, the other core is busy
     now and then (rounds 2.5x slower at 2 threads) and the least disturbed round is the best
@@ -122,20 +133,20 @@ def per_image_us(
     """
     x = np.random.default_rng(0).random((batch, 28, 28), dtype=np.float32)
     repeats = max(1, 256 // batch)
-    samples: dict[str, list[float]] = {name: [] for name in sessions}
-    for s in sessions.values():  # warm-up
+    samples: dict[str, list[float]] = {name: [] for name in runners}
+    for run in runners.values():  # warm-up
         for _ in range(3):
-            s.run(None, {"image": x})
+            run(x)
     for _ in range(rounds):
-        for name, s in sessions.items():
+        for name, run in runners.items():
             # onnxruntime's worker threads spin for a while after a run; with several sessions
             # on 2 cores, the one just timed would steal the next one's second core (the twin
             # measured 191 instead of 98 us at 2 threads). Let them settle, then warm up.
             time.sleep(0.05)
-            s.run(None, {"image": x})
+            run(x)
             start = time.perf_counter()
             for _ in range(repeats):
-                s.run(None, {"image": x})
+                run(x)
             samples[name].append((time.perf_counter() - start) / (repeats * batch) * 1e6)
     return {name: min(values) for name, values in samples.items()}
 
@@ -184,9 +195,9 @@ def report_rows(label: str, paths: dict[str, Path], rounds: int) -> int:
     """Print one row per thread count and batch size; return how many missed the target."""
     failures = 0
     for threads in (1, 2):
-        sessions = {name: session(path, threads) for name, path in paths.items()}
+        runners = {name: onnx_runner(session(path, threads)) for name, path in paths.items()}
         for batch in (1, 64):
-            times = per_image_us(sessions, batch, rounds)
+            times = per_image_us(runners, batch, rounds)
             twin = times["twin"]
             ratio = times["model"] / twin
             ok = ratio <= TARGETS[batch]
@@ -214,26 +225,16 @@ def savedmodel_vs_onnx(models_dir: Path, rounds: int) -> None:
         if version is None:
             continue
         version_dir = models_dir / variant / str(version)
-        onnx_session = session(version_dir / "model.onnx", 1)
         signature = tf.saved_model.load(str(version_dir / "saved_model")).signatures[
             "serving_default"
         ]
+        runners = {
+            "onnx": onnx_runner(session(version_dir / "model.onnx", 1)),
+            "savedmodel": savedmodel_runner(signature),
+        }
         for batch in (1, 64):
-            x = np.random.default_rng(0).random((batch, 28, 28), dtype=np.float32)
-            onnx_us = per_image_us({"onnx": onnx_session}, batch, rounds)["onnx"]
-            tensor = tf.constant(x)
-            signature(image=tensor)  # warm-up
-            repeats = max(1, 256 // batch)
-            samples = []
-            for _ in range(rounds):
-                start = time.perf_counter()
-                for _ in range(repeats):
-                    signature(image=tensor)["probabilities"].numpy()
-                samples.append((time.perf_counter() - start) / (repeats * batch) * 1e6)
-            print(
-                f"{variant:<9}{batch:>6}{onnx_us:>9.1f}{statistics.median(samples):>11.1f}",
-                flush=True,
-            )
+            times = per_image_us(runners, batch, rounds)
+            print(f"{variant:<9}{batch:>6}{times['onnx']:>9.1f}{times['savedmodel']:>11.1f}")
 
 
 if __name__ == "__main__":
