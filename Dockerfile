@@ -28,10 +28,11 @@ COPY service/ service/
 COPY models/ models/
 ENV MNIST_HOST=0.0.0.0 \
     MNIST_PORT=8000 \
+    MNIST_GRPC_PORT=8001 \
     MNIST_WORKERS=1 \
     MNIST_MODELS_DIR=/app/models
 USER 10001
-EXPOSE 8000
+EXPOSE 8000 8001
 # Liveness only: readiness (/health/ready) is for load balancers, which should stop routing to
 # a replica that is loading; restarting it would not help.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \

@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 MNIST_DATA_DIR ?= $(abspath $(wildcard ../shared/data/mnist))
 export MNIST_DATA_DIR
 
-.PHONY: run test lint train bench clean
+.PHONY: run test lint train bench grpc-stubs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,13 @@ bench: $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/normalization_cost.py || status=1; \
 	$(BIN)/python benchmarks/http_load.py || status=1; \
 	exit $$status
+
+# The Open Inference Protocol's gRPC stubs, committed; a test checks they match the .proto.
+grpc-stubs: $(VENV)/.dev-installed
+	$(BIN)/python -m grpc_tools.protoc -I service/v2_grpc --python_out=service/v2_grpc \
+		--grpc_python_out=service/v2_grpc service/v2_grpc/grpc_predict_v2.proto
+	sed -i 's/^import grpc_predict_v2_pb2/from service.v2_grpc import grpc_predict_v2_pb2/' \
+		service/v2_grpc/grpc_predict_v2_pb2_grpc.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -2,12 +2,17 @@
 
 Imports only numpy and Pillow so the service can use it without TensorFlow.
 
-Two steps:
-* `to_mnist_digit` makes any picture of a digit look like an MNIST sample, the way the MNIST
-  authors prepared their scans: grayscale, white ink on black, cropped to the ink, scaled to fit
-  20x20 keeping the aspect ratio, and placed in 28x28 with its centre of mass at the centre.
-  A 28x28 image is taken as already framed: only converted to white-on-black grayscale, so
-  a real MNIST digit passes through unchanged.
+* `to_mnist_digit` makes any picture of one digit look like an MNIST sample:
+  1. `reduce_for_digit`: decode large pictures at reduced size (JPEG draft, `Image.reduce`);
+  2. `ink_map`: the ink as 0..1 over the picture. A transparent canvas's alpha is the ink.
+     Otherwise the paper is estimated tile by tile (uneven light, a shadow across the sheet)
+     and removed, the ink's polarity (dark on light or light on dark) is read from the
+     residual, noise is smoothed and measured, and the contrast is stretched so that stroke
+     cores reach full intensity whatever the pen, pencil or paper;
+  3. `frame_digit`: crop to the ink, scale to fit 20x20 keeping the aspect ratio and place
+     in 28x28 with the centre of mass at the centre, as the MNIST authors framed their scans.
+  A 28x28 picture is taken as already framed: only made white-on-black grayscale, so a real
+  MNIST digit passes through unchanged. A picture with no ink raises `NoDigitFound`.
 * `scale_pixels` maps uint8 0..255 to float32 0..1, the models' input range.
 """
 
@@ -19,8 +24,23 @@ from PIL import Image, ImageOps
 IMAGE_SIZE = 28
 DIGIT_BOX = 20  # MNIST digits are scaled to fit 20x20 inside the 28x28 frame
 PIXEL_MAX = 255.0
-# A pixel counts as ink above this level (out of 255) when looking for the digit's bounding box.
+# Pictures are analysed at most this many pixels a side: a digit needs 20, and the smallest
+# digit we read (an eighth of a photo's height) still spans 50 or more.
+WORK_SIDE = 320
+# The paper's light is fitted on a box-averaged copy this many pixels a side (it is smooth),
+# in this many rounds (each drops the pixels the previous one found to be ink).
+PAPER_SIDE = 96
+PAPER_FIT_ROUNDS = 4
+# A digit's ink must stand out from the paper by this many noise deviations and grey levels;
+# faint pencil is about 80 levels, sensor noise after smoothing 1-3.
+MIN_CONTRAST_SIGMAS = 8.0
+MIN_CONTRAST_LEVELS = 24.0
+# A 28x28 input (taken as framed) is blank when no pixel reaches this level.
 INK_THRESHOLD = 32
+
+
+class NoDigitFound(ValueError):
+    """The picture holds no ink that stands out from its background."""
 
 
 def scale_pixels(pixels: np.ndarray) -> np.ndarray:
@@ -29,52 +49,182 @@ def scale_pixels(pixels: np.ndarray) -> np.ndarray:
 
 
 def to_mnist_digit(image: Image.Image) -> np.ndarray:
-    """Any image of one digit -> uint8 array (28, 28), white digit on black, MNIST-style."""
-    gray = _ink_on_black(image)
-    if gray.shape == (IMAGE_SIZE, IMAGE_SIZE):
+    """Any picture of one digit -> uint8 array (28, 28), white digit on black, MNIST-style."""
+    if image.size == (IMAGE_SIZE, IMAGE_SIZE):
         # Already at MNIST resolution: taken as framed like MNIST. Re-framing would resample a
         # real MNIST digit (many touch the 20x20 box's edge) and change what the model sees.
-        return gray
-    box = _ink_bounding_box(gray)
-    if box is None:  # blank canvas: nothing to centre
-        return np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
-    top, bottom, left, right = box
-    digit = Image.fromarray(gray[top:bottom, left:right])
-    scale = DIGIT_BOX / max(digit.width, digit.height)
-    size = (max(1, round(digit.width * scale)), max(1, round(digit.height * scale)))
-    fitted = np.asarray(digit.resize(size, Image.Resampling.LANCZOS), dtype=np.uint8)
-    return _centre_on_mass(fitted)
+        digit = _framed_ink_on_black(image)
+        if digit.max() < INK_THRESHOLD:
+            raise NoDigitFound(_NO_DIGIT)
+        return digit
+    return frame_digit(ink_map(reduce_for_digit(image)))
 
 
-def _ink_on_black(image: Image.Image) -> np.ndarray:
-    """Grayscale where ink is bright. A transparent canvas's alpha channel is the ink."""
-    if image.mode == "P":
+_NO_DIGIT = (
+    "no digit found: the picture has no ink that stands out from its background. Send a "
+    "picture of one handwritten digit, dark on light or light on dark, filling a good part of it."
+)
+
+
+# -- 1. decoding at reduced size ------------------------------------------------------------
+
+
+def reduce_for_digit(image: Image.Image) -> Image.Image:
+    """The picture loaded at no more than WORK_SIDE pixels a side.
+
+    Pillow's `thumbnail` decodes a JPEG not yet loaded at 1/2, 1/4 or 1/8 scale (its DCT
+    `draft` mode) and box-reduces other formats by an integer factor before resampling."""
+    if max(image.size) > WORK_SIDE:
+        image.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BOX)
+    else:
+        image.load()
+    return image
+
+
+# -- 2. the ink -----------------------------------------------------------------------------
+
+
+def ink_map(image: Image.Image) -> np.ndarray:
+    """float32 (H, W) in [0, 1]: 0 where there is paper, 1 in the core of a stroke."""
+    if image.mode in ("P", "PA"):
         image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA") and _has_transparency(image):
-        return np.asarray(image.getchannel("A"), dtype=np.uint8)
-    gray = np.asarray(ImageOps.grayscale(image.convert("RGB")), dtype=np.uint8)
-    if _is_dark_on_light(gray):
-        gray = 255 - gray
-    return gray
+    if image.mode in ("RGBA", "LA") and _is_transparent_canvas(image):
+        return _stretch(np.asarray(image.getchannel("A"), dtype=np.float32), noise=0.0)
+    gray = np.asarray(ImageOps.grayscale(image.convert("RGB")), dtype=np.float32)
+    ink, noise = _remove_paper(gray)
+    return _stretch(ink, noise)
 
 
-def _has_transparency(image: Image.Image) -> bool:
+def _is_transparent_canvas(image: Image.Image) -> bool:
+    """Mostly transparent: strokes drawn on nothing (an opaque screenshot with a few
+    transparent corners is a picture like any other)."""
     alpha = np.asarray(image.getchannel("A"))
-    return bool(alpha.min() < 255)
+    return bool(np.median(alpha) < 128)
 
 
-def _is_dark_on_light(gray: np.ndarray) -> bool:
-    """Paper is the majority of a digit picture: a bright border means dark ink on light paper."""
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    return float(np.median(border)) > 127
+def _remove_paper(gray: np.ndarray) -> tuple[np.ndarray, float]:
+    """(ink >= 0 where the picture departs from its paper in the ink's direction, noise sigma).
+
+    The paper's light is a smooth surface (a gradient, a shadow falling off across the sheet,
+    vignetting): a quadratic in x and y, fitted to a shrunk copy of the picture. The ink is
+    the longer tail (dark pen or light chalk). The first fit sees only the picture's border,
+    each next one every pixel the previous one did not find to be ink, so that a large thick
+    digit does not drag the paper towards the ink."""
+    small = _shrink(gray, PAPER_SIDE)
+    basis = _quadratic_basis(small.shape)
+    values = small.ravel()
+    centre = float(np.median(values))
+    # Which way is the ink? Its tail reaches further from the paper than the paper's own
+    # spread (light falling off across the sheet) does.
+    sign = (
+        -1.0
+        if centre - np.quantile(values, 0.0005) >= np.quantile(values, 0.9995) - centre
+        else 1.0
+    )
+    paper = _border(small.shape).ravel()  # a digit rarely touches the picture's edges
+    for _ in range(PAPER_FIT_ROUNDS):
+        coefficients = np.linalg.lstsq(basis[paper], values[paper], rcond=None)[0]
+        residual = sign * (values - basis @ coefficients)  # ink > 0
+        centre = float(np.median(residual[paper]))
+        # The spread of the paper, read on its side of the fit, where no ink is.
+        paper_side = residual[paper][residual[paper] <= centre]
+        spread = 1.4826 * float(np.median(centre - paper_side)) if paper_side.size else 0.0
+        paper = residual < centre + 2.5 * max(spread, 1.0)
+    ink = _smooth(sign * (gray - _quadratic_surface(coefficients, gray.shape)))
+    sample = ink[::2, ::2]  # the paper's statistics need no more
+    centre = float(np.median(sample))
+    noise = 1.4826 * float(np.median(np.abs(sample - centre)))  # robust sigma (MAD)
+    return np.maximum(ink - centre, 0), noise
 
 
-def _ink_bounding_box(gray: np.ndarray) -> tuple[int, int, int, int] | None:
-    rows = np.flatnonzero((gray > INK_THRESHOLD).any(axis=1))
-    cols = np.flatnonzero((gray > INK_THRESHOLD).any(axis=0))
-    if rows.size == 0:
+def _shrink(gray: np.ndarray, side: int) -> np.ndarray:
+    """Box-averaged copy at most about `side` pixels a side (the paper is smooth)."""
+    factor = max(gray.shape) // side
+    if factor < 2:
+        return gray
+    rows, cols = gray.shape[0] // factor, gray.shape[1] // factor
+    blocks = gray[: rows * factor, : cols * factor].reshape(rows, factor, cols, factor)
+    return blocks.mean(axis=(1, 3))
+
+
+def _border(shape: tuple[int, ...]) -> np.ndarray:
+    """The outer fifth of the picture on each side."""
+    rows, cols = shape[0] // 5, shape[1] // 5
+    frame = np.ones(shape, dtype=bool)
+    frame[rows : shape[0] - rows, cols : shape[1] - cols] = False
+    return frame
+
+
+def _quadratic_terms(y: np.ndarray, x: np.ndarray) -> list[np.ndarray]:
+    """1, x, y, x^2, xy, y^2 over coordinates scaled to [0, 1] (same surface at any size)."""
+    return [np.ones_like(x * y), x, y, x * x, x * y, y * y]
+
+
+def _quadratic_basis(shape: tuple[int, ...]) -> np.ndarray:
+    y, x = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
+    terms = _quadratic_terms(y / max(shape[0] - 1, 1), x / max(shape[1] - 1, 1))
+    return np.stack([t.ravel() for t in terms], axis=1)
+
+
+def _quadratic_surface(coefficients: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    y = np.linspace(0, 1, shape[0], dtype=np.float32)[:, None]
+    x = np.linspace(0, 1, shape[1], dtype=np.float32)[None, :]
+    return sum(c * t for c, t in zip(coefficients, _quadratic_terms(y, x), strict=True))
+
+
+def _smooth(values: np.ndarray) -> np.ndarray:
+    """3x3 binomial blur: suppresses sensor noise and JPEG speckle, keeps strokes."""
+    padded = np.pad(values, 1, mode="edge")
+    rows = (padded[:-2] + 2 * padded[1:-1] + padded[2:]) / 4
+    return (rows[:, :-2] + 2 * rows[:, 1:-1] + rows[:, 2:]) / 4
+
+
+def _stretch(ink: np.ndarray, noise: float) -> np.ndarray:
+    """Paper -> 0, stroke cores -> 1: pencil, pen and marker all reach MNIST's intensity."""
+    peak = float(ink.max())
+    if peak < max(MIN_CONTRAST_SIGMAS * noise, MIN_CONTRAST_LEVELS):
+        raise NoDigitFound(_NO_DIGIT)
+    floor = max(3 * noise, 0.15 * peak)
+    core = float(np.quantile(ink[ink > floor][::4], 0.9))
+    if core <= floor:
+        core = peak
+    return np.clip((ink - floor) / (core - floor), 0, 1)
+
+
+# -- 3. framing -----------------------------------------------------------------------------
+
+
+def frame_digit(ink: np.ndarray) -> np.ndarray:
+    """Ink map (0..1, any size) -> uint8 (28, 28): cropped to the ink, fitted into 20x20
+    keeping the aspect ratio, centred on the mass. Raises NoDigitFound without ink."""
+    box = _ink_bounding_box(ink)
+    if box is None:
+        raise NoDigitFound(_NO_DIGIT)
+    top, bottom, left, right = box
+    crop = Image.fromarray(np.round(ink[top:bottom, left:right] * PIXEL_MAX).astype(np.uint8))
+    scale = DIGIT_BOX / max(crop.width, crop.height)
+    size = (max(1, round(crop.width * scale)), max(1, round(crop.height * scale)))
+    fitted = np.asarray(crop.resize(size, Image.Resampling.LANCZOS), dtype=np.float32)
+    # Thin strokes lose intensity when scaled down: bring the strongest ink back to 255.
+    strongest = float(np.quantile(fitted[fitted > 0], 0.95)) if fitted.any() else 0.0
+    if strongest <= 0:
+        raise NoDigitFound(_NO_DIGIT)
+    fitted = np.clip(fitted * (PIXEL_MAX / strongest), 0, PIXEL_MAX)
+    return _centre_on_mass(np.round(fitted).astype(np.uint8))
+
+
+def _ink_bounding_box(ink: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Rows and columns holding clear ink, ignoring specks: a pixel counts when at least 3
+    of its 3x3 neighbourhood are ink (a stroke has many, a speck of dust or noise one)."""
+    clear = np.pad(ink > 0.25, 1).astype(np.uint8)
+    rows = clear[:-2] + clear[1:-1] + clear[2:]
+    neighbours = rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]
+    inked = (neighbours >= 3) & (clear[1:-1, 1:-1] > 0)
+    ink_rows = np.flatnonzero(inked.any(axis=1))
+    ink_cols = np.flatnonzero(inked.any(axis=0))
+    if ink_rows.size == 0:
         return None
-    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    return int(ink_rows[0]), int(ink_rows[-1]) + 1, int(ink_cols[0]), int(ink_cols[-1]) + 1
 
 
 def _centre_on_mass(digit: np.ndarray) -> np.ndarray:
@@ -95,3 +245,18 @@ def _centre_on_mass(digit: np.ndarray) -> np.ndarray:
     left = min(max(left, 0), IMAGE_SIZE - width)
     frame[top : top + height, left : left + width] = digit
     return frame
+
+
+# -- 28x28 pictures -------------------------------------------------------------------------
+
+
+def _framed_ink_on_black(image: Image.Image) -> np.ndarray:
+    """A 28x28 picture as white-on-black grayscale, pixels otherwise untouched."""
+    if image.mode in ("P", "PA"):
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA") and _is_transparent_canvas(image):
+        return np.asarray(image.getchannel("A"), dtype=np.uint8)
+    gray = np.asarray(ImageOps.grayscale(image.convert("RGB")), dtype=np.uint8)
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    # Paper is the majority of a digit picture: a bright border means dark ink on light paper.
+    return 255 - gray if float(np.median(border)) > 127 else gray

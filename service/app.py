@@ -1,4 +1,5 @@
-"""The application factory: settings, metrics registry, model registry, routes, error mapping.
+"""The application factory: settings, metrics registry, model registry, data plane, routes,
+error mapping.
 
 `create_app(settings)` builds everything; nothing is loaded at import time.
 """
@@ -10,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,11 +19,13 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 
 from service.batching import InFlight
+from service.dataplane import DataPlane
 from service.errors import ServiceError
 from service.metrics import Metrics
 from service.registry import ModelRegistry
 from service.routes import router
 from service.settings import Settings
+from service.v2_rest import router as v2_router
 
 logger = logging.getLogger(__name__)
 
@@ -34,12 +38,17 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-        registry = ModelRegistry(settings, metrics, executor, app.state.in_flight)
+        in_flight = InFlight()
+        registry = ModelRegistry(settings, metrics, executor, in_flight)
         app.state.registry = registry
+        app.state.dataplane = DataPlane(settings, registry, metrics, in_flight)
         loader = asyncio.create_task(registry.load()) if load_models else None
+        grpc_server = await _start_grpc(app.state.dataplane, settings)
         try:
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(grace_s=5)
             if loader is not None:
                 await loader
             await registry.close()
@@ -54,10 +63,21 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
     )
     app.state.settings = settings
     app.state.metrics = metrics
-    app.state.in_flight = InFlight()
     _add_error_handlers(app)
     app.include_router(router)
+    app.include_router(v2_router)
     return app
+
+
+async def _start_grpc(dataplane: DataPlane, settings: Settings) -> Any:
+    """The gRPC front door on MNIST_GRPC_PORT, unless that is 0."""
+    if not settings.grpc_port:
+        return None
+    from service.v2_grpc.server import GrpcServer
+
+    server = GrpcServer(dataplane, settings.host, settings.grpc_port, settings.max_upload_bytes)
+    await server.start()
+    return server
 
 
 def _add_error_handlers(app: FastAPI) -> None:

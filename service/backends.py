@@ -73,5 +73,15 @@ class SavedModelBackend:
         return outputs[self._output].numpy()
 
 
+BACKENDS: dict[str, type[OnnxBackend] | type[SavedModelBackend]] = {
+    backend.name: backend for backend in (OnnxBackend, SavedModelBackend)
+}
+
+
+def installed_backends() -> list[str]:
+    """The backends this deployment can run (the SavedModel one needs TensorFlow)."""
+    return [name for name in BACKENDS if name != SavedModelBackend.name or tensorflow_available()]
+
+
 def tensorflow_available() -> bool:
     return importlib.util.find_spec("tensorflow") is not None

@@ -17,8 +17,14 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from mnist_shared.preprocessing import IMAGE_SIZE, to_mnist_digit
-from service.errors import BadRequest, PayloadTooLarge
+from mnist_shared.preprocessing import (
+    IMAGE_SIZE,
+    INK_THRESHOLD,
+    NoDigitFound,
+    reduce_for_digit,
+    to_mnist_digit,
+)
+from service.errors import BadRequest, NoDigit, PayloadTooLarge
 
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
 _FORMAT_NAMES = "PNG, JPEG, WebP, BMP or GIF"
@@ -50,7 +56,7 @@ def decode_image(data: bytes, limits: Limits, label: str = "image") -> np.ndarra
                     "Send an image of at least 2x2 pixels (28x28 is ideal)."
                 )
             image.seek(0)  # first frame of an animated GIF/WebP
-            image.load()
+            image = reduce_for_digit(image)  # decodes, at reduced size where it can
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise PayloadTooLarge(
             f"{label} is too large to decode ({error}). Send a smaller image (28x28 is enough)."
@@ -62,7 +68,10 @@ def decode_image(data: bytes, limits: Limits, label: str = "image") -> np.ndarra
             f"{label} could not be decoded ({error}); it may be truncated. "
             f"Send a complete {_FORMAT_NAMES} file."
         ) from None
-    return to_mnist_digit(image)
+    try:
+        return to_mnist_digit(image)
+    except NoDigitFound as error:
+        raise NoDigit(f"{label}: {error}") from None
 
 
 def decode_images(payloads: list[tuple[str, bytes]], limits: Limits) -> np.ndarray:
@@ -131,4 +140,11 @@ def _json_pixels(items: object, limits: Limits) -> np.ndarray:
             f'"pixels" values must lie in 0..255 (found {pixels.min():g}..{pixels.max():g}).'
         )
     # Pixels are taken as MNIST-ready (white digit on black): only rounded to the uint8 grid.
-    return np.rint(pixels).astype(np.uint8)
+    digits = np.rint(pixels).astype(np.uint8)
+    blank = np.flatnonzero(digits.max(axis=(1, 2)) < INK_THRESHOLD)
+    if blank.size:
+        raise NoDigit(
+            f"pixels[{blank[0]}]: no digit found: no value reaches {INK_THRESHOLD}. Send the "
+            "digit as white (255) strokes on black (0)."
+        )
+    return digits

@@ -39,6 +39,12 @@ class BackendUnavailable(ServiceError):
     status_code = 501
 
 
+class NoDigit(ServiceError):
+    """The picture decodes but holds no digit (a blank canvas, a uniform photo)."""
+
+    status_code = 422
+
+
 class NotReady(ServiceError):
     """Models are still loading, or failed to load."""
 

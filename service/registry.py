@@ -1,7 +1,9 @@
 """The model registry: finds, verifies, loads and warms up the exported models, one per variant.
 
-ONNX models load at start-up (in a thread, so /health/live answers meanwhile); SavedModels
-load on first use, only where TensorFlow is installed. Each (variant, backend) gets a batcher.
+The served variants are the models directory's: every `<variant>/` holding a version with a
+manifest, narrowed by `MNIST_VARIANTS`. ONNX models load at start-up (in a thread, so
+/health/live answers meanwhile); SavedModels load on first use, only where TensorFlow is
+installed. Each (variant, backend) gets a batcher.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 
 from mnist_shared.manifest import Manifest, latest_version, list_versions
 from mnist_shared.preprocessing import IMAGE_SIZE
-from service.backends import Backend, OnnxBackend, SavedModelBackend, tensorflow_available
+from service.backends import Backend, OnnxBackend, SavedModelBackend, installed_backends
 from service.batching import InFlight, MicroBatcher
 from service.errors import NotFound, NotReady
 from service.metrics import Metrics
@@ -52,13 +54,16 @@ class ModelRegistry:
         self._models: dict[str, LoadedModel] = {}
         self._errors: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self.variants: list[str] = discover_variants(settings)
         self.loading = True
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def load(self) -> None:
-        """Load every configured variant's ONNX model; errors are kept for /health/ready."""
-        for variant in self._settings.variants:
+        """Load every served variant's ONNX model; errors are kept for /health/ready."""
+        if not self.variants:
+            self._errors["models"] = self.no_models_message()
+        for variant in self.variants:
             try:
                 model, backend = await asyncio.to_thread(self._load_onnx, variant)
             except Exception as error:  # a broken model must not take the others down
@@ -77,8 +82,11 @@ class ModelRegistry:
 
     @property
     def ready(self) -> bool:
-        configured = set(self._settings.variants)
-        return not self.loading and bool(self._models) and configured <= self._models.keys()
+        served = set(self.variants)
+        return not self.loading and bool(self._models) and served <= self._models.keys()
+
+    def is_ready(self, variant: str) -> bool:
+        return variant in self._models
 
     def readiness(self) -> dict[str, Any]:
         return {
@@ -93,31 +101,34 @@ class ModelRegistry:
     async def predict(
         self, variant: str, backend: str, images: np.ndarray
     ) -> tuple[Manifest, np.ndarray]:
-        model = self._model(variant)
+        model = self.model(variant)
         if backend not in model.batchers:
             await self._load_savedmodel(model)
         return model.manifest, await model.batchers[backend].predict(images)
 
-    def _model(self, variant: str) -> LoadedModel:
+    def model(self, variant: str) -> LoadedModel:
+        """The loaded model of `variant`; NotFound / NotReady (saying why) otherwise."""
         if variant in self._models:
             return self._models[variant]
-        if variant not in self._settings.variants:
+        if variant not in self.variants:
             raise NotFound(
-                f"variant {variant!r} is not served here (MNIST_VARIANTS="
-                f"{','.join(self._settings.variants)})."
+                f"variant {variant!r} is not served here; served: {', '.join(self.variants)}."
             )
         if self.loading:
             raise NotReady(f"variant {variant!r} is still loading; retry in a few seconds.")
         raise NotReady(f"variant {variant!r} failed to load: {self._errors.get(variant)}")
 
+    def no_models_message(self, where: Path | None = None) -> str:
+        return (
+            f"no model version with a manifest.json under {where or self._settings.models_dir}; "
+            "train one with `make train` or point MNIST_MODELS_DIR at the models directory."
+        )
+
     def _load_onnx(self, variant: str) -> tuple[LoadedModel, Backend]:
         variant_dir = self._settings.models_dir / variant
         version = latest_version(variant_dir)
         if version is None:
-            raise FileNotFoundError(
-                f"no model version with a manifest.json under {variant_dir}; train one with "
-                "`make train` or point MNIST_MODELS_DIR at the models directory."
-            )
+            raise FileNotFoundError(self.no_models_message(variant_dir))
         version_dir = variant_dir / str(version)
         manifest = Manifest.read(version_dir)
         backend = OnnxBackend(version_dir, manifest, self._settings.inference_threads)
@@ -152,9 +163,9 @@ class ModelRegistry:
     # -- description --------------------------------------------------------------------------
 
     def describe(self) -> list[dict[str, Any]]:
-        """Per configured variant: versions on disk, the one served, backends, spec, accuracy."""
+        """Per served variant: versions on disk, the one served, backends, spec, accuracy."""
         described = []
-        for variant in self._settings.variants:
+        for variant in self.variants:
             versions = list_versions(self._settings.models_dir / variant)
             model = self._models.get(variant)
             entry: dict[str, Any] = {
@@ -167,7 +178,7 @@ class ModelRegistry:
                 entry |= {
                     "served_version": manifest.version,
                     "architecture": manifest.architecture,
-                    "backends": ["onnx", "savedmodel"] if tensorflow_available() else ["onnx"],
+                    "backends": installed_backends(),
                     "input": manifest.input.model_dump(),
                     "output": manifest.output.model_dump(),
                     "test_accuracy": manifest.test_accuracy,
@@ -178,3 +189,15 @@ class ModelRegistry:
                 entry["error"] = self._errors.get(variant, "loading")
             described.append(entry)
         return described
+
+
+def discover_variants(settings: Settings) -> list[str]:
+    """Variants with at least one version under the models directory, narrowed by
+    MNIST_VARIANTS. A variant named there without a model is kept, so readiness says so."""
+    models_dir = settings.models_dir
+    found = sorted(
+        child.name
+        for child in (models_dir.iterdir() if models_dir.is_dir() else [])
+        if child.is_dir() and list_versions(child)
+    )
+    return list(settings.variants) if settings.variants else found

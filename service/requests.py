@@ -64,15 +64,16 @@ async def read_images(request: Request, max_bytes: int, limits: Limits) -> np.nd
     body = await read_body(request, max_bytes)
     if is_multipart:
         payloads = await _multipart_files(request, body, limits)
-        return await _decode(decode_images, payloads, limits, len(body))
+        return await run_decoder(decode_images, payloads, limits, len(body))
     if is_image:
-        return await _decode(decode_images, [("image", body)], limits, len(body))
+        return await run_decoder(decode_images, [("image", body)], limits, len(body))
     if not body:
         raise BadRequest('empty JSON body: send {"images": [...]} or {"pixels": [...]}.')
-    return await _decode(parse_json, body, limits, len(body))
+    return await run_decoder(parse_json, body, limits, len(body))
 
 
-async def _decode(function: object, payload: object, limits: Limits, size: int) -> np.ndarray:
+async def run_decoder(function: object, payload: object, limits: Limits, size: int) -> np.ndarray:
+    """`function(payload, limits)`: inline for small payloads, in a worker thread for large."""
     if size <= _INLINE_DECODE_BYTES:
         return function(payload, limits)  # type: ignore[operator]
     return await anyio.to_thread.run_sync(function, payload, limits)  # type: ignore[arg-type]

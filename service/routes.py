@@ -1,24 +1,26 @@
-"""HTTP routes: parse the request, delegate to the registry, shape the JSON answer."""
+"""The service's own HTTP routes: `/predict`, `/models`, health and metrics.
+
+Each parses the request, delegates to the data plane and shapes the JSON answer.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import time
+import base64
+import io
 from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
+from PIL import Image
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mnist_shared.preprocessing import scale_pixels
 from service import schemas
+from service.dataplane import ALL_VARIANTS, DataPlane, VariantResult
 from service.decoding import Limits
-from service.errors import BadRequest, ServiceError
 from service.metrics import Metrics
-from service.registry import ModelRegistry
 from service.requests import read_images
-from service.settings import BACKENDS, Settings
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": schemas.ErrorResponse, "description": text}
@@ -26,26 +28,24 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         400: "Malformed input: not an image, bad JSON, unknown variant or backend.",
         413: "Body, image or image count over the configured limit.",
         415: "Unsupported content type.",
+        422: "An image holds no digit (a blank canvas, a uniform photo): send a picture of one "
+        "digit.",
         501: "Backend not installed in this deployment.",
         503: "Models still loading or failed to load.",
     }.items()
 }
 
 
-def get_registry(request: Request) -> ModelRegistry:
-    return request.app.state.registry
+# `async def`: FastAPI runs plain `def` dependencies in its thread pool, a hop per request.
+async def get_dataplane(request: Request) -> DataPlane:
+    return request.app.state.dataplane
 
 
-def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
-
-
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
-RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+DataPlaneDep = Annotated[DataPlane, Depends(get_dataplane)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 
 router = APIRouter()
@@ -54,6 +54,7 @@ router = APIRouter()
 @router.post(
     "/predict",
     response_model=schemas.VariantPredictions | schemas.AllVariantsPredictions,
+    response_model_exclude_none=True,  # `input` only when asked for
     responses={
         200: {"content": {"application/json": {"example": schemas.PREDICTION_EXAMPLE}}},
         **ERROR_RESPONSES,
@@ -63,39 +64,34 @@ router = APIRouter()
 )
 async def predict(
     request: Request,
-    registry: RegistryDep,
-    settings: SettingsDep,
-    metrics: MetricsDep,
+    dataplane: DataPlaneDep,
     variant: Annotated[str | None, Query(description="group, instance, layer or all")] = None,
     backend: Annotated[str | None, Query(description="onnx or savedmodel")] = None,
+    return_input: Annotated[
+        bool, Query(description="add each image as the model saw it: a 28x28 base64 PNG")
+    ] = False,
 ) -> dict[str, Any]:
-    variant = variant or settings.default_variant
-    started, status = time.perf_counter(), 500
-    try:
-        backend = _check_choice("backend", backend or settings.default_backend, BACKENDS)
-        variants = _variants_for(variant, settings)
+    settings = dataplane.settings
+    with dataplane.request(variant or dataplane.default_variant):
+        chosen_backend = dataplane.choose_backend(backend)
+        variants = dataplane.choose_variants(variant)
         limits = Limits(settings.max_images_per_request, settings.max_image_pixels)
-        with request.app.state.in_flight:  # tells the batchers whether company is coming
-            images = scale_pixels(await read_images(request, settings.max_upload_bytes, limits))
-            results = await asyncio.gather(
-                *(_predict_variant(registry, name, backend, images) for name in variants)
-            )
-        metrics.images.labels(variant=variant).inc(len(images) * len(variants))
-        status = 200
-        if variant != "all":
-            return results[0]
-        return {"variant": "all", "backend": backend, "results": {r["variant"]: r for r in results}}
-    except ServiceError as error:
-        status = error.status_code
-        raise
-    finally:
-        metrics.requests.labels(variant=variant, status=str(status)).inc()
-        metrics.latency.labels(variant=variant).observe(time.perf_counter() - started)
+        digits = await read_images(request, settings.max_upload_bytes, limits)
+        results = await dataplane.infer(variants, chosen_backend, scale_pixels(digits))
+    inputs = [_png_base64(digit) for digit in digits] if return_input else None
+    answers = [_variant_answer(result, inputs) for result in results]
+    if variant != ALL_VARIANTS:
+        return answers[0]
+    return {
+        "variant": ALL_VARIANTS,
+        "backend": chosen_backend,
+        "results": {answer["variant"]: answer for answer in answers},
+    }
 
 
 @router.get("/models", summary="Variants, versions, backends, input spec and test accuracy")
-async def models(registry: RegistryDep) -> dict[str, Any]:
-    return {"models": registry.describe()}
+async def models(dataplane: DataPlaneDep) -> dict[str, Any]:
+    return {"models": dataplane.describe()}
 
 
 @router.get("/health/live", summary="The process is up")
@@ -103,9 +99,9 @@ async def live() -> dict[str, str]:
     return {"status": "alive"}
 
 
-@router.get("/health/ready", summary="Every configured variant loaded, verified and warmed up")
-async def ready(registry: RegistryDep) -> JSONResponse:
-    state = registry.readiness()
+@router.get("/health/ready", summary="Every served variant loaded, verified and warmed up")
+async def ready(dataplane: DataPlaneDep) -> JSONResponse:
+    state = dataplane.readiness()
     return JSONResponse(state, status_code=200 if state["ready"] else 503)
 
 
@@ -114,29 +110,24 @@ async def prometheus(metrics: MetricsDep) -> Response:
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-async def _predict_variant(
-    registry: ModelRegistry, variant: str, backend: str, images: np.ndarray
-) -> dict[str, Any]:
-    manifest, probabilities = await registry.predict(variant, backend, images)
-    digits = probabilities.argmax(axis=1)
+def _variant_answer(result: VariantResult, inputs: list[str] | None) -> dict[str, Any]:
+    predictions = [
+        {"digit": int(d), "confidence": float(p[d]), "probabilities": p.tolist()}
+        for d, p in zip(result.digits, result.probabilities, strict=True)
+    ]
+    if inputs is not None:
+        for prediction, image in zip(predictions, inputs, strict=True):
+            prediction["input"] = image
     return {
-        "variant": variant,
-        "model_version": manifest.version,
-        "backend": backend,
-        "predictions": [
-            {"digit": int(d), "confidence": float(p[d]), "probabilities": p.tolist()}
-            for d, p in zip(digits, probabilities, strict=True)
-        ],
+        "variant": result.variant,
+        "model_version": result.version,
+        "backend": result.backend,
+        "predictions": predictions,
     }
 
 
-def _variants_for(variant: str, settings: Settings) -> list[str]:
-    if variant == "all":
-        return list(settings.variants)
-    return [_check_choice("variant", variant, (*settings.variants, "all"))]
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise BadRequest(f"unknown {name} {value!r}: choose one of {', '.join(choices)}.")
-    return value
+def _png_base64(digit: np.ndarray) -> str:
+    """The 28x28 image the model saw, as a base64 PNG (how a user debugs a misread photo)."""
+    buffer = io.BytesIO()
+    Image.fromarray(digit).save(buffer, "PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -9,6 +9,10 @@ class Prediction(BaseModel):
     digit: int = Field(ge=0, le=9, description="The most probable digit.")
     confidence: float = Field(ge=0, le=1, description="Probability of `digit`.")
     probabilities: list[float] = Field(description="Probability of each digit 0-9.")
+    input: str | None = Field(
+        None,
+        description="With `return_input=true`: the 28x28 image the model saw, a base64 PNG.",
+    )
 
 
 class VariantPredictions(BaseModel):

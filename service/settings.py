@@ -12,11 +12,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-VARIANTS: tuple[str, ...] = ("group", "instance", "layer")
-BACKENDS: tuple[str, ...] = ("onnx", "savedmodel")
-
-Variant = Literal["group", "instance", "layer"]
-Backend = Literal["onnx", "savedmodel"]
+from service.backends import BACKENDS
 
 
 class Settings(BaseSettings):
@@ -26,16 +22,23 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Interface to listen on (0.0.0.0 in containers).")
     port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on.")
+    grpc_port: int = Field(
+        8001, ge=0, le=65535, description="gRPC (Open Inference Protocol) port; 0 turns it off."
+    )
     workers: int = Field(1, ge=1, description="uvicorn worker processes (each loads every model).")
     models_dir: Path = Field(
         Path("models"), description="Directory of models/<variant>/<version>/ with manifests."
     )
     # NoDecode: the variable is a plain comma-separated list, not JSON.
-    variants: Annotated[list[Variant], NoDecode] = Field(
-        list(VARIANTS), description="Variants to load, comma separated (e.g. group,layer)."
+    variants: Annotated[list[str], NoDecode] = Field(
+        [],
+        description="Variants to serve, comma separated (e.g. group,layer); empty: every "
+        "variant in the models directory.",
     )
-    default_variant: Variant = Field("group", description="Variant used when a request names none.")
-    default_backend: Backend = Field("onnx", description="Backend used when a request names none.")
+    default_variant: str = Field(
+        "", description="Variant used when a request names none; empty: the first served."
+    )
+    default_backend: str = Field("onnx", description="Backend used when a request names none.")
     max_batch_size: int = Field(
         64, ge=1, le=1024, description="Largest merged inference batch; 1 turns micro-batching off."
     )
@@ -67,20 +70,21 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("default_backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if value not in BACKENDS:
+            raise ValueError(f"unknown backend {value!r}: choose one of {', '.join(BACKENDS)}")
+        return value
+
     @model_validator(mode="after")
-    def _default_variant_is_loaded(self) -> Settings:
-        if not self.variants:
-            raise ValueError("MNIST_VARIANTS must name at least one variant")
-        if self.default_variant not in self.variants:
+    def _default_variant_is_served(self) -> Settings:
+        if self.variants and self.default_variant and self.default_variant not in self.variants:
             raise ValueError(
                 f"MNIST_DEFAULT_VARIANT={self.default_variant} is not among "
                 f"MNIST_VARIANTS={','.join(self.variants)}"
             )
         return self
-
-    @property
-    def batching_enabled(self) -> bool:
-        return self.max_batch_size > 1
 
 
 def env_table() -> str:

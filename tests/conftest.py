@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Apps built by tests serve no gRPC unless a test asks for it (tests/test_v2_protocol.py).
+os.environ.setdefault("MNIST_GRPC_PORT", "0")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

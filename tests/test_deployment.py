@@ -43,7 +43,11 @@ def test_image_command_serves_predictions(mnist):
     port = _free_port()
     # Same module and variables; only what differs outside the image is replaced: the
     # interpreter's path, the port (to avoid clashes) and where models/ lives.
-    env |= {"MNIST_PORT": str(port), "MNIST_MODELS_DIR": str(REPO_ROOT / "models")}
+    env |= {
+        "MNIST_PORT": str(port),
+        "MNIST_GRPC_PORT": str(_free_port()),
+        "MNIST_MODELS_DIR": str(REPO_ROOT / "models"),
+    }
     process = subprocess.Popen(
         [sys.executable, *command[1:]],
         cwd=REPO_ROOT,

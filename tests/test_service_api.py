@@ -393,9 +393,9 @@ def test_never_ready_without_models(tmp_path):
         time.sleep(0.5)
         state = empty.get("/health/ready")
         assert state.status_code == 503
-        assert "no model version" in state.json()["errors"]["group"]
+        assert "no model version" in state.json()["errors"]["models"]
         response = empty.post("/predict", json={"pixels": [[[0] * 28] * 28]})
-        assert response.status_code == 503 and "failed to load" in response.json()["error"]
+        assert response.status_code == 503 and "no model version" in response.json()["error"]
 
 
 def test_corrupted_model_is_not_ready(tmp_path):
@@ -413,7 +413,7 @@ def test_corrupted_model_is_not_ready(tmp_path):
         assert state["ready"] is False and "does not match the manifest" in state["errors"]["layer"]
         assert (
             broken.post(
-                "/predict", params={"variant": "group"}, json={"pixels": [[[0] * 28] * 28]}
+                "/predict", params={"variant": "group"}, json={"pixels": [[[255] * 28] * 28]}
             ).status_code
             == 200
         )

@@ -17,18 +17,32 @@ def test_environment_variables(monkeypatch):
     assert settings.variants == ["group", "layer"]
     assert settings.default_variant == "layer"
     assert settings.port == 9001
-    assert not settings.batching_enabled
+    assert settings.max_batch_size == 1
+
+
+def test_variants_default_to_the_models_directory(tmp_path):
+    from service.registry import discover_variants
+
+    for variant in ("layer", "group"):
+        (tmp_path / variant / "1").mkdir(parents=True)
+        (tmp_path / variant / "1" / "manifest.json").write_text("{}")
+    (tmp_path / "instance" / "1").mkdir(parents=True)  # no manifest: not a servable version
+    assert Settings(models_dir=tmp_path).variants == []
+    assert discover_variants(Settings(models_dir=tmp_path)) == ["group", "layer"]
+    assert discover_variants(Settings(models_dir=tmp_path, variants=["layer"])) == ["layer"]
 
 
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"MNIST_VARIANTS": "group,batch"}, "Input should be 'group', 'instance' or 'layer'"),
         (
             {"MNIST_VARIANTS": "group", "MNIST_DEFAULT_VARIANT": "layer"},
             "MNIST_DEFAULT_VARIANT=layer is not among",
         ),
-        ({"MNIST_DEFAULT_BACKEND": "torch"}, "Input should be 'onnx' or 'savedmodel'"),
+        (
+            {"MNIST_DEFAULT_BACKEND": "torch"},
+            "unknown backend 'torch': choose one of onnx, savedmodel",
+        ),
         ({"MNIST_MAX_BATCH_SIZE": "0"}, "greater than or equal to 1"),
         ({"MNIST_PORT": "70000"}, "less than or equal to 65535"),
     ],

@@ -151,29 +151,46 @@ def make_dataset(
     shuffle: bool,
     augment: bool,
     seed: int,
+    redrawn: np.ndarray | None = None,
 ) -> object:
-    """A batched, prefetched tf.data pipeline of (float32 [0,1] images, int labels)."""
+    """A batched, prefetched tf.data pipeline of (float32 [0,1] images, int labels).
+
+    `redrawn` (copies, N, 28, 28): redrawn versions of `images` (`training.augment`); each
+    time an image is drawn, it is the original or one of its copies, with equal chance."""
+    import tensorflow as tf
+
+    versions = images[None] if redrawn is None else np.concatenate([images[None], redrawn])
+    table = tf.constant(scale_pixels(versions))
+    indices = tf.data.Dataset.range(len(labels))
+    if shuffle:
+        indices = indices.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    choices = tf.data.Dataset.random(seed=seed).map(lambda r: r % len(versions))
+    label_table = tf.constant(labels.astype(np.int32))
+    dataset = tf.data.Dataset.zip(choices, indices).map(
+        lambda version, index: (table[version, index], label_table[index])
+    )
+    dataset = dataset.batch(batch_size)
+    if augment:
+        dataset = dataset.map(_jitter(seed), num_parallel_calls=1, deterministic=True)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _jitter(seed: int) -> object:
+    """Small shifts, turns and zooms: MNIST digits are centred by mass, so real variation is a
+    couple of pixels and a slight slant; larger changes create digits the test set never shows."""
     import keras
     import tensorflow as tf
 
-    dataset = tf.data.Dataset.from_tensor_slices((scale_pixels(images), labels.astype(np.int32)))
-    if shuffle:
-        dataset = dataset.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size)
-    if augment:
-        augmenter = keras.Sequential(
-            [
-                # MNIST digits are centred by mass, so real variation is a couple of pixels and a
-                # slight slant; larger changes create digits the test set never shows.
-                keras.layers.RandomRotation(10 / 360, fill_mode="constant", seed=seed),
-                keras.layers.RandomTranslation(0.08, 0.08, fill_mode="constant", seed=seed + 1),
-                keras.layers.RandomZoom(0.08, fill_mode="constant", seed=seed + 2),
-            ]
-        )
+    augmenter = keras.Sequential(
+        [
+            keras.layers.RandomRotation(10 / 360, fill_mode="constant", seed=seed),
+            keras.layers.RandomTranslation(0.08, 0.08, fill_mode="constant", seed=seed + 1),
+            keras.layers.RandomZoom(0.08, fill_mode="constant", seed=seed + 2),
+        ]
+    )
 
-        def _augment(batch: tf.Tensor, batch_labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            moved = augmenter(batch[..., None], training=True)[..., 0]
-            return tf.clip_by_value(moved, 0.0, 1.0), batch_labels
+    def jitter(batch: tf.Tensor, batch_labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        moved = augmenter(batch[..., None], training=True)[..., 0]
+        return tf.clip_by_value(moved, 0.0, 1.0), batch_labels
 
-        dataset = dataset.map(_augment, num_parallel_calls=1, deterministic=True)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return jitter

@@ -35,7 +35,8 @@ class TrainConfig:
     seed: int = 0
     data_dir: str | None = None  # None: keras.datasets.mnist (downloads)
     output_dir: str = "models"
-    augment: bool = True
+    augment: bool = True  # small shifts, turns and zooms of every batch
+    redrawn_copies: int = 6  # redrawn versions of each training image (training.augment)
     precision: str = "auto"
     validation_fraction: float = 0.1
     patience: int = 20  # epochs without val_loss improvement before stopping
@@ -64,6 +65,12 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
     )
     p.add_argument("--output-dir", default=defaults.output_dir, help="models directory")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=defaults.augment)
+    p.add_argument(
+        "--redrawn-copies",
+        type=int,
+        default=defaults.redrawn_copies,
+        help="redrawn copies of each training image (pen width, slant, blur), 0 for none",
+    )
     p.add_argument("--precision", choices=PRECISIONS, default=defaults.precision)
     p.add_argument("--validation-fraction", type=float, default=defaults.validation_fraction)
     p.add_argument("--patience", type=int, default=defaults.patience)
@@ -74,6 +81,8 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
     for name in ("epochs", "batch_size", "patience"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.redrawn_copies < 0:
+        p.error(f"--redrawn-copies must be >= 0, got {args.redrawn_copies}")
     return TrainConfig(
         variants=VARIANTS if args.variant == "all" else (args.variant,),
         **{k: v for k, v in vars(args).items() if k != "variant"},
@@ -98,7 +107,34 @@ def evaluate_on_test(model: Any, data: Any) -> float:
     return float(accuracy)
 
 
-def train_variant(variant: str, config: TrainConfig, data: Any, setup: Any) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class TrainingSet:
+    """The training/validation split, and redrawn copies of the training images."""
+
+    train_images: Any
+    train_labels: Any
+    val_images: Any
+    val_labels: Any
+    redrawn: Any  # uint8 (copies, N, 28, 28) or None
+
+
+def prepare_training_set(config: TrainConfig, data: Any) -> TrainingSet:
+    """Split off validation images; redraw the training images (once, for every variant)."""
+    from training.augment import augmented_pool
+    from training.data import split_validation
+
+    train_x, train_y, val_x, val_y = split_validation(
+        data.train_images, data.train_labels, config.validation_fraction, config.seed
+    )
+    redrawn = None
+    if config.redrawn_copies:
+        redrawn = augmented_pool(train_x, config.redrawn_copies, config.seed)
+    return TrainingSet(train_x, train_y, val_x, val_y, redrawn)
+
+
+def train_variant(
+    variant: str, config: TrainConfig, data: Any, training_set: TrainingSet, setup: Any
+) -> dict[str, Any]:
     """Build, fit (early stopping, best weights restored), evaluate and export one variant."""
     import keras
     import tensorflow as tf
@@ -106,7 +142,7 @@ def train_variant(variant: str, config: TrainConfig, data: Any, setup: Any) -> d
     # Same seed, same machine -> same weights: seeded RNGs and deterministic kernels.
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
-    train, val, train_size = _datasets(config, data)
+    train, val, train_size = _datasets(config, training_set)
     model = _compiled_model(variant, config, setup, train_size)
     stop = keras.callbacks.EarlyStopping(
         "val_loss", patience=config.patience, restore_best_weights=True
@@ -135,18 +171,28 @@ def train_variant(variant: str, config: TrainConfig, data: Any, setup: Any) -> d
     return result
 
 
-def _datasets(config: TrainConfig, data: Any) -> tuple[Any, Any, int]:
+def _datasets(config: TrainConfig, training_set: TrainingSet) -> tuple[Any, Any, int]:
     """(train pipeline, validation pipeline, number of training images)."""
-    from training.data import make_dataset, split_validation
+    from training.data import make_dataset
 
-    train_x, train_y, val_x, val_y = split_validation(
-        data.train_images, data.train_labels, config.validation_fraction, config.seed
-    )
     train = make_dataset(
-        train_x, train_y, config.batch_size, shuffle=True, augment=config.augment, seed=config.seed
+        training_set.train_images,
+        training_set.train_labels,
+        config.batch_size,
+        shuffle=True,
+        augment=config.augment,
+        seed=config.seed,
+        redrawn=training_set.redrawn,
     )
-    val = make_dataset(val_x, val_y, 512, shuffle=False, augment=False, seed=config.seed)
-    return train, val, len(train_y)
+    val = make_dataset(
+        training_set.val_images,
+        training_set.val_labels,
+        512,
+        shuffle=False,
+        augment=False,
+        seed=config.seed,
+    )
+    return train, val, len(training_set.train_labels)
 
 
 def _compiled_model(variant: str, config: TrainConfig, setup: Any, train_size: int) -> Any:
@@ -203,7 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     except DatasetError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    results = [train_variant(variant, config, data, setup) for variant in config.variants]
+    training_set = prepare_training_set(config, data)
+    results = [
+        train_variant(variant, config, data, training_set, setup) for variant in config.variants
+    ]
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     summary = {r["variant"]: r for r in results}

@@ -1,0 +1,111 @@
+"""Decode + preprocessing time per picture, on one core, by picture kind and size.
+
+    python benchmarks/preprocessing_cost.py [--rounds 15]
+
+Times `service.decoding.decode_image` (what `/predict` runs per picture: header checks,
+decoding at reduced size, `mnist_shared.preprocessing.to_mnist_digit`) on generated pictures,
+best of `--rounds` rounds. Targets: a 4000x4000 JPEG photo <= 20 ms; a 28x28 PNG no more than
+1.1x what decoding it and making it white-on-black grayscale costs (the 28x28 path before the
+real-world preprocessing). Exits 1 on a miss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from service.decoding import Limits, decode_image
+from training.photos import Scene, compose
+
+LIMITS = Limits(max_images=1, max_image_pixels=64_000_000)
+PHOTO_TARGET_MS = 20.0
+SMALL_TARGET_RATIO = 1.1
+
+
+def best_ms(function: Callable[[], object], rounds: int, repeat: int) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for _ in range(repeat):
+            function()
+        best = min(best, (time.perf_counter() - started) / repeat)
+    return best * 1000
+
+
+def encoded(picture: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    picture.save(buffer, fmt, quality=90)
+    return buffer.getvalue()
+
+
+def pictures(digit: np.ndarray) -> dict[str, bytes]:
+    rng = np.random.default_rng(0)
+
+    def photo(side: int) -> Image.Image:
+        scene = Scene(canvas=(side, side), digit_height=side // 2, noise=6.0, paper=(180,) * 3)
+        return compose(digit, scene, rng)
+
+    large = photo(4000)
+    return {
+        "4000x4000 JPEG photo": encoded(large, "JPEG"),
+        "4000x4000 PNG photo": encoded(large, "PNG"),
+        "1000x1000 JPEG photo": encoded(photo(1000), "JPEG"),
+        "280x280 PNG canvas": encoded(photo(280), "PNG"),
+        "28x28 PNG (MNIST)": encoded(Image.fromarray(digit), "PNG"),
+    }
+
+
+def plain_28x28(data: bytes) -> np.ndarray:
+    """The 28x28 path before real-world preprocessing: decode, grayscale, invert if light."""
+    gray = np.asarray(ImageOps.grayscale(Image.open(io.BytesIO(data)).convert("RGB")))
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    return 255 - gray if np.median(border) > 127 else gray
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR"))
+    args = parser.parse_args()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
+    digit = _a_digit(args.data_dir)
+    timings = {}
+    for name, data in pictures(digit).items():
+        repeat = 3 if name.startswith("4000") else 200 if name.startswith("28") else 20
+        timings[name] = best_ms(lambda d=data: decode_image(d, LIMITS), args.rounds, repeat)
+        print(f"{name:>22}: {timings[name]:8.3f} ms  ({len(data) / 1024:,.0f} KiB)")
+    small = pictures(digit)["28x28 PNG (MNIST)"]
+    plain = best_ms(lambda: plain_28x28(small), args.rounds, 200)
+    ratio = timings["28x28 PNG (MNIST)"] / plain
+    print(f"{'28x28 plain decode':>22}: {plain:8.3f} ms  (ratio {ratio:.2f})")
+    misses = []
+    if timings["4000x4000 JPEG photo"] > PHOTO_TARGET_MS:
+        misses.append(f"4000x4000 JPEG {timings['4000x4000 JPEG photo']:.1f} ms > 20 ms")
+    if ratio > SMALL_TARGET_RATIO:
+        misses.append(f"28x28 path {ratio:.2f}x the plain decode > {SMALL_TARGET_RATIO}x")
+    for miss in misses:
+        print(f"MISS: {miss}")
+    print("targets met" if not misses else f"{len(misses)} targets missed")
+    return 1 if misses else 0
+
+
+def _a_digit(data_dir: str | None) -> np.ndarray:
+    if data_dir:
+        from training.data import load_idx_directory
+
+        return load_idx_directory(data_dir).test_images[0]
+    digit = np.zeros((28, 28), np.uint8)
+    digit[4:24, 12:16] = 255  # a "1" when no MNIST copy is at hand
+    return digit
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""Accuracy on client-like pictures, through `POST /predict`, per kind and variant.
+
+Renders MNIST test digits as phone photos, scans and canvas exports (`training/photos.py`),
+posts them as multipart uploads with `variant=all&return_input=true` to the service on the
+committed models (in process), and prints the per-kind, per-variant accuracy table. With
+`--figure PATH` it also draws a few inputs next to the 28x28 image the model saw.
+
+    python benchmarks/realworld_accuracy.py [--per-kind 300] [--seed 7] [--figure docs/realworld.png]
+
+Exits 1 when any kind falls below the target (97%) for any variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from training.photos import KINDS, Picture, sample
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TARGET = 0.97
+REQUEST_SIZE = 16  # pictures per request
+
+
+def post_pictures(client: Any, pictures: list[Picture]) -> list[dict[str, Any]]:
+    """`/predict?variant=all&return_input=true` answers, one request per REQUEST_SIZE pictures."""
+    answers = []
+    for start in range(0, len(pictures), REQUEST_SIZE):
+        chunk = pictures[start : start + REQUEST_SIZE]
+        files = [
+            ("file", (f"{i}.{p.extension}", p.data, p.media_type)) for i, p in enumerate(chunk)
+        ]
+        response = client.post(
+            "/predict", params={"variant": "all", "return_input": "true"}, files=files
+        )
+        if response.status_code != 200:
+            raise RuntimeError(f"/predict answered {response.status_code}: {response.text}")
+        answers.append(response.json())
+    return answers
+
+
+def accuracy_by_kind(
+    client: Any, images: np.ndarray, labels: np.ndarray, per_kind: int, seed: int
+) -> dict[str, dict[str, float]]:
+    """{kind: {variant: accuracy}} over `per_kind` pictures of each kind."""
+    table = {}
+    for kind in KINDS:
+        pictures, truth = zip(*sample(kind, images, labels, per_kind, seed), strict=True)
+        answers = post_pictures(client, list(pictures))
+        table[kind] = {
+            variant: float(np.mean(_digits(answers, variant) == np.array(truth)))
+            for variant in answers[0]["results"]
+        }
+    return table
+
+
+def _digits(answers: list[dict[str, Any]], variant: str) -> np.ndarray:
+    return np.array(
+        [p["digit"] for answer in answers for p in answer["results"][variant]["predictions"]]
+    )
+
+
+def draw_figure(client: Any, images: np.ndarray, labels: np.ndarray, path: Path) -> None:
+    """Two pictures of each kind, each next to what the model saw and the group model's answer."""
+    tile, gap = 112, 6
+    kinds = list(KINDS)
+    columns = 3
+    rows = -(-len(kinds) // columns)
+    width = columns * (4 * tile + 5 * gap) + gap
+    figure = Image.new("RGB", (width, rows * (tile + 22 + gap) + gap), "white")
+    draw = ImageDraw.Draw(figure)
+    for index, kind in enumerate(kinds):
+        pictures = [p for p, _ in sample(kind, images, labels, 2, seed=11)]
+        answer = post_pictures(client, pictures)[0]["results"]["group"]["predictions"]
+        x0 = gap + (index % columns) * (4 * tile + 5 * gap)
+        y0 = gap + (index // columns) * (tile + 22 + gap)
+        draw.text((x0, y0), kind.replace("_", " "), fill="black")
+        for slot, (picture, prediction) in enumerate(zip(pictures, answer, strict=True)):
+            shown = _thumbnail(picture.data, tile)
+            seen = Image.open(io.BytesIO(base64.b64decode(prediction["input"])))
+            seen = seen.convert("RGB").resize((tile, tile), Image.Resampling.NEAREST)
+            x = x0 + slot * (2 * tile + 2 * gap)
+            figure.paste(shown, (x, y0 + 14))
+            figure.paste(seen, (x + tile + gap // 2, y0 + 14))
+            draw.text((x + tile + gap, y0 + 16), str(prediction["digit"]), fill="yellow")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.save(path, optimize=True)
+
+
+def _thumbnail(data: bytes, side: int) -> Image.Image:
+    picture = Image.open(io.BytesIO(data)).convert("RGBA")
+    checker = Image.new("RGBA", picture.size, (200, 230, 200, 255))  # shows transparency
+    checker.alpha_composite(picture)
+    checker.thumbnail((side, side))
+    framed = Image.new("RGB", (side, side), (235, 235, 235))
+    framed.paste(
+        checker.convert("RGB"), ((side - checker.width) // 2, (side - checker.height) // 2)
+    )
+    return framed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--per-kind", type=int, default=300, help="pictures of each kind")
+    parser.add_argument("--seed", type=int, default=7, help="picture generator seed")
+    parser.add_argument("--figure", type=Path, help="write the inputs-vs-model-input figure here")
+    parser.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR"))
+    args = parser.parse_args()
+    if not args.data_dir:
+        parser.error("set MNIST_DATA_DIR or pass --data-dir (the MNIST IDX files)")
+
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+    from training.data import load_idx_directory
+
+    data = load_idx_directory(args.data_dir)
+    settings = Settings(models_dir=REPO_ROOT / "models", max_upload_bytes=64 * 1024 * 1024)
+    with TestClient(create_app(settings)) as client:
+        while client.get("/health/ready").status_code != 200:
+            time.sleep(0.05)
+        started = time.perf_counter()
+        table = accuracy_by_kind(
+            client, data.test_images, data.test_labels, args.per_kind, args.seed
+        )
+        seconds = time.perf_counter() - started
+        if args.figure:
+            draw_figure(client, data.test_images, data.test_labels, args.figure)
+    variants = list(next(iter(table.values())))
+    print(f"{args.per_kind} pictures per kind (seed {args.seed}), {seconds:.0f} s through /predict")
+    print("| kind | " + " | ".join(variants) + " |")
+    print("| --- |" + " --- |" * len(variants))
+    for kind, row in table.items():
+        print(f"| {kind} | " + " | ".join(f"{row[v]:.1%}" for v in variants) + " |")
+    misses = [(k, v, a) for k, row in table.items() for v, a in row.items() if a < TARGET]
+    for kind, variant, accuracy in misses:
+        print(f"MISS: {kind}/{variant} {accuracy:.1%} < {TARGET:.0%}")
+    print("target met" if not misses else f"{len(misses)} below target")
+    return 1 if misses else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""The protocol-neutral data plane: what `/predict`, the Open Inference Protocol's REST routes
+and its gRPC service all call (as MLServer's `handlers/dataplane.py` serves its REST and gRPC
+front doors alike).
+
+It owns the defaults and choices (variant, backend, version), the variant fan-out, the
+request metrics and the in-flight count that tells the batchers whether company is coming.
+Front doors only parse their protocol, call these methods and shape the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mnist_shared.preprocessing import IMAGE_SIZE
+from service.backends import BACKENDS
+from service.batching import InFlight
+from service.errors import BadRequest, NotFound, NotReady, ServiceError
+from service.metrics import Metrics
+from service.registry import ModelRegistry
+from service.settings import Settings
+
+SERVER_NAME = "mnist-normalization-serving"
+SERVER_VERSION = "1.0.0"
+ALL_VARIANTS = "all"
+
+
+@dataclass(frozen=True)
+class VariantResult:
+    """One variant's answer for a batch of images."""
+
+    variant: str
+    version: int
+    backend: str
+    probabilities: np.ndarray  # float32 (N, 10)
+
+    @property
+    def digits(self) -> np.ndarray:
+        return self.probabilities.argmax(axis=1)
+
+
+class DataPlane:
+    def __init__(
+        self, settings: Settings, registry: ModelRegistry, metrics: Metrics, in_flight: InFlight
+    ) -> None:
+        self.settings = settings
+        self._registry = registry
+        self._metrics = metrics
+        self._in_flight = in_flight
+
+    # -- health and metadata ------------------------------------------------------------------
+
+    def ready(self) -> bool:
+        return self._registry.ready
+
+    def readiness(self) -> dict[str, Any]:
+        return self._registry.readiness()
+
+    def model_ready(self, name: str, version: int | None = None) -> bool:
+        """Whether `name` (at `version`) can answer; NotFound for a model never served."""
+        if name not in self._registry.variants:
+            raise NotFound(self._unknown_model(name))
+        if not self._registry.is_ready(name):
+            return False
+        self._check_version(name, version)
+        return True
+
+    def server_metadata(self) -> dict[str, Any]:
+        return {
+            "name": SERVER_NAME,
+            "version": SERVER_VERSION,
+            "extensions": ["binary_tensor_data"],
+        }
+
+    def model_metadata(self, name: str, version: int | None = None) -> dict[str, Any]:
+        """The Open Inference Protocol's model metadata of a loaded variant."""
+        model = self._loaded(name, version)
+        return {
+            "name": name,
+            "versions": [str(model.manifest.version)],
+            "platform": "onnxruntime_onnx",
+            "inputs": [
+                {"name": "image", "datatype": "FP32", "shape": [-1, IMAGE_SIZE, IMAGE_SIZE]},
+                {"name": "image_bytes", "datatype": "BYTES", "shape": [-1]},
+            ],
+            "outputs": [
+                {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]},
+                {"name": "digit", "datatype": "INT64", "shape": [-1]},
+            ],
+        }
+
+    def describe(self) -> list[dict[str, Any]]:
+        return self._registry.describe()
+
+    @property
+    def variants(self) -> list[str]:
+        return self._registry.variants
+
+    # -- inference ----------------------------------------------------------------------------
+
+    @property
+    def default_variant(self) -> str:
+        served = self._registry.variants
+        return self.settings.default_variant or (served[0] if served else "")
+
+    def choose_variants(self, variant: str | None) -> list[str]:
+        """The variants a request asks for: one by name, `all`, or the default."""
+        served = self._registry.variants
+        if not served:
+            raise NotReady(self._registry.no_models_message())
+        variant = variant or self.default_variant
+        if variant == ALL_VARIANTS:
+            return list(served)
+        if variant not in served:
+            raise BadRequest(
+                f"unknown variant {variant!r}: choose one of {', '.join([*served, ALL_VARIANTS])}."
+            )
+        return [variant]
+
+    def choose_backend(self, backend: str | None) -> str:
+        backend = backend or self.settings.default_backend
+        if backend not in BACKENDS:
+            raise BadRequest(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}.")
+        return backend
+
+    async def infer(
+        self,
+        variants: Sequence[str],
+        backend: str,
+        images: np.ndarray,
+        version: int | None = None,
+    ) -> list[VariantResult]:
+        """Probabilities of every variant for float32 (N, 28, 28) images in [0, 1]."""
+        for variant in variants:
+            self._loaded(variant, version)
+        answers = await asyncio.gather(
+            *(self._registry.predict(variant, backend, images) for variant in variants)
+        )
+        for variant in variants:
+            self._metrics.images.labels(variant=variant).inc(len(images))
+        return [
+            VariantResult(variant, manifest.version, backend, probabilities)
+            for variant, (manifest, probabilities) in zip(variants, answers, strict=True)
+        ]
+
+    @contextmanager
+    def request(self, label: str) -> Iterator[None]:
+        """One inference request, from its first byte to its answer: counted in flight (the
+        batchers wait for company only when there is some) and in the request metrics."""
+        started, status = time.perf_counter(), 500
+        try:
+            with self._in_flight:
+                yield
+            status = 200
+        except ServiceError as error:
+            status = error.status_code
+            raise
+        finally:
+            self._metrics.requests.labels(variant=label, status=str(status)).inc()
+            self._metrics.latency.labels(variant=label).observe(time.perf_counter() - started)
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _loaded(self, name: str, version: int | None) -> Any:
+        if name not in self._registry.variants:
+            raise NotFound(self._unknown_model(name))
+        model = self._registry.model(name)  # NotReady while loading or after a failed load
+        self._check_version(name, version)
+        return model
+
+    def _check_version(self, name: str, version: int | None) -> None:
+        served = self._registry.model(name).manifest.version
+        if version is not None and version != served:
+            raise NotFound(
+                f"version {version} of model {name!r} is not loaded; loaded: {served}. "
+                "Ask for that version, or none for the latest."
+            )
+
+    def _unknown_model(self, name: str) -> str:
+        return f"unknown model {name!r}: served models are {', '.join(self._registry.variants)}."

@@ -1,0 +1,249 @@
+"""The Open Inference Protocol's REST API (`/v2/...`) with the binary tensor data extension.
+
+Parses the protocol's JSON (and binary tensors after `Inference-Header-Content-Length` bytes of
+JSON), delegates to the data plane through `v2_tensors.infer`, writes the protocol's answer.
+Errors are `{"error": ...}` with 400 / 404 / 503 like every other route.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field, ValidationError
+
+from service.errors import BadRequest, NotReady
+from service.requests import read_body
+from service.routes import ERROR_RESPONSES, DataPlaneDep
+from service.v2_tensors import (
+    NUMPY_DATATYPES,
+    Tensor,
+    array_from_bytes,
+    infer,
+    parse_version,
+    raw_bytes,
+    split_bytes_elements,
+)
+
+HEADER_LENGTH = "inference-header-content-length"
+ModelName = Annotated[str, Path(description="The variant: group, instance or layer.")]
+
+
+class RequestInput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = None
+    data: Any = Field(None, description="Row-major values; BYTES as base64 strings.")
+
+
+class RequestOutput(BaseModel):
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class InferenceRequest(BaseModel):
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    inputs: list[RequestInput]
+    outputs: list[RequestOutput] | None = None
+
+
+router = APIRouter(prefix="/v2", tags=["Open Inference Protocol"])
+
+
+@router.get("", summary="Server metadata")
+async def server_metadata(dataplane: DataPlaneDep) -> dict[str, Any]:
+    return dataplane.server_metadata()
+
+
+@router.get("/health/live", summary="The server is live")
+async def server_live() -> dict[str, bool]:
+    return {"live": True}
+
+
+@router.get("/health/ready", summary="Every served model is ready", responses=ERROR_RESPONSES)
+async def server_ready(dataplane: DataPlaneDep) -> dict[str, bool]:
+    if not dataplane.ready():
+        raise NotReady(f"not ready: {json.dumps(dataplane.readiness())}")
+    return {"ready": True}
+
+
+@router.get("/models/{model}", summary="Model metadata", responses=ERROR_RESPONSES)
+@router.get("/models/{model}/versions/{version}", include_in_schema=False)
+async def model_metadata(
+    dataplane: DataPlaneDep, model: ModelName, version: str | None = None
+) -> dict[str, Any]:
+    return dataplane.model_metadata(model, parse_version(version))
+
+
+@router.get("/models/{model}/ready", summary="The model is ready", responses=ERROR_RESPONSES)
+@router.get("/models/{model}/versions/{version}/ready", include_in_schema=False)
+async def model_ready(
+    dataplane: DataPlaneDep, model: ModelName, version: str | None = None
+) -> dict[str, Any]:
+    if not dataplane.model_ready(model, parse_version(version)):
+        raise NotReady(
+            f"model {model!r} is not ready: {dataplane.readiness()['errors'] or 'loading'}"
+        )
+    return {"name": model, "ready": True}
+
+
+@router.post(
+    "/models/{model}/infer",
+    summary="Inference (JSON or binary tensors)",
+    responses=ERROR_RESPONSES,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": InferenceRequest.model_json_schema()}},
+        }
+    },
+)
+@router.post("/models/{model}/versions/{version}/infer", include_in_schema=False)
+async def model_infer(
+    request: Request, dataplane: DataPlaneDep, model: ModelName, version: str | None = None
+) -> Response:
+    with dataplane.request(model):
+        body = await read_body(request, dataplane.settings.max_upload_bytes)
+        header, binary = _split_body(body, request.headers.get(HEADER_LENGTH))
+        inference = _parse_request(header)
+        inputs = _input_tensors(inference, binary)
+        requested = [output.name for output in inference.outputs or []]
+        result, outputs = await infer(dataplane, model, parse_version(version), inputs, requested)
+    answer: dict[str, Any] = {"model_name": model, "model_version": str(result.version)}
+    if inference.id is not None:
+        answer["id"] = inference.id
+    if inference.parameters:
+        answer["parameters"] = inference.parameters
+    return _response(answer, outputs, _binary_outputs(inference))
+
+
+# -- request ----------------------------------------------------------------------------------
+
+
+def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
+    """(JSON header, binary tensor data) of a request, binary extension or plain JSON."""
+    if header_length is None:
+        return body, memoryview(b"")
+    if not header_length.isdigit() or int(header_length) > len(body):
+        raise BadRequest(
+            f"Inference-Header-Content-Length {header_length!r} must be the JSON header's byte "
+            f"count, at most the body's {len(body)} bytes."
+        )
+    size = int(header_length)
+    return body[:size], memoryview(body)[size:]
+
+
+def _parse_request(header: bytes) -> InferenceRequest:
+    try:
+        return InferenceRequest.model_validate_json(header)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in error.errors()
+        )
+        raise BadRequest(f"invalid inference request: {problems}.") from None
+
+
+def _input_tensors(inference: InferenceRequest, binary: memoryview) -> list[Tensor]:
+    tensors, offset = [], 0
+    for item in inference.inputs:
+        size = (item.parameters or {}).get("binary_data_size")
+        if size is None:
+            tensors.append(_json_tensor(item))
+            continue
+        if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            raise BadRequest(
+                f"input {item.name!r}: binary_data_size {size!r} runs past the "
+                f"{len(binary)} bytes of binary data."
+            )
+        tensors.append(_binary_tensor(item, bytes(binary[offset : offset + size])))
+        offset += size
+    if offset != len(binary):
+        raise BadRequest(f"{len(binary) - offset} bytes of binary data belong to no input.")
+    return tensors
+
+
+def _binary_tensor(item: RequestInput, raw: bytes) -> Tensor:
+    if item.datatype == "BYTES":
+        return Tensor(item.name, "BYTES", item.shape, split_bytes_elements(raw, item.name))
+    _check_datatype(item)
+    data = array_from_bytes(raw, item.datatype, item.shape, item.name)
+    return Tensor(item.name, item.datatype, item.shape, data)
+
+
+def _json_tensor(item: RequestInput) -> Tensor:
+    if item.data is None:
+        raise BadRequest(f"input {item.name!r} has no data: send 'data' or binary_data_size.")
+    if item.datatype == "BYTES":
+        values = np.asarray(item.data, dtype=object).ravel().tolist()
+        return Tensor(item.name, "BYTES", item.shape, [_base64(v, item.name) for v in values])
+    _check_datatype(item)
+    try:
+        data = np.asarray(item.data, dtype=NUMPY_DATATYPES[item.datatype]).ravel()
+    except (TypeError, ValueError):
+        raise BadRequest(
+            f"input {item.name!r}: data must be {item.datatype} numbers, in row-major order."
+        ) from None
+    return Tensor(item.name, item.datatype, item.shape, data)
+
+
+def _check_datatype(item: RequestInput) -> None:
+    if item.datatype not in NUMPY_DATATYPES:
+        known = ", ".join([*NUMPY_DATATYPES, "BYTES"])
+        raise BadRequest(f"input {item.name!r}: unknown datatype {item.datatype!r}; use {known}.")
+
+
+def _base64(value: object, name: str) -> bytes:
+    if not isinstance(value, str):
+        raise BadRequest(f"input {name!r}: BYTES elements in JSON must be base64 strings.")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest(
+            f"input {name!r}: BYTES elements in JSON must be base64 strings (or send them as "
+            "binary data)."
+        ) from None
+
+
+# -- response ---------------------------------------------------------------------------------
+
+
+def _binary_outputs(inference: InferenceRequest) -> dict[str, bool]:
+    """Which outputs go back as binary data: each output's `binary_data`, defaulting to the
+    request's `binary_data_output`."""
+    default = bool((inference.parameters or {}).get("binary_data_output", False))
+    return {
+        output.name: bool((output.parameters or {}).get("binary_data", default))
+        for output in inference.outputs or []
+    } | {"*": default}
+
+
+def _response(answer: dict[str, Any], outputs: list[Tensor], binary: dict[str, bool]) -> Response:
+    chunks, described = [], []
+    for tensor in outputs:
+        entry: dict[str, Any] = {
+            "name": tensor.name,
+            "datatype": tensor.datatype,
+            "shape": tensor.shape,
+        }
+        if binary.get(tensor.name, binary["*"]):
+            raw = raw_bytes(tensor)
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            entry["data"] = np.asarray(tensor.data).ravel().tolist()
+        described.append(entry)
+    header = json.dumps(answer | {"outputs": described}, separators=(",", ":")).encode()
+    if not chunks:
+        return Response(header, media_type="application/json")
+    return Response(
+        header + b"".join(chunks),
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
