@@ -139,3 +139,38 @@ def test_pipeline_batches_scaled_images(mnist):
     images = batches[0][0]
     assert images.dtype == np.float32 and images.shape == (32, 28, 28)
     assert images.min() >= 0.0 and images.max() <= 1.0
+
+
+def test_pipeline_draws_originals_and_redrawn_copies(mnist):
+    from training.data import make_dataset
+
+    images, labels = mnist.test_images[:64], mnist.test_labels[:64]
+    redrawn = np.stack([255 - images, np.zeros_like(images)])  # two recognisable "copies"
+    dataset = make_dataset(
+        images, labels, 64, shuffle=False, augment=False, seed=0, redrawn=redrawn
+    )
+    (batch, batch_labels), *_ = list(dataset.as_numpy_iterator())
+    np.testing.assert_array_equal(batch_labels, labels)  # labels follow their images
+    originals = (batch == images / np.float32(255)).all(axis=(1, 2))
+    inverted = (batch == (255 - images) / np.float32(255)).all(axis=(1, 2))
+    blank = (batch == 0).all(axis=(1, 2))
+    assert (originals | inverted | blank).all()
+    assert originals.sum() > 5 and inverted.sum() > 5 and blank.sum() > 5  # ~1/3 each
+
+
+def test_redrawn_digits_are_framed_like_served_ones(mnist):
+    from mnist_shared.preprocessing import frame_digit
+    from training.augment import augment_digit, augmented_pool
+
+    rng = np.random.default_rng(0)
+    for digit in mnist.train_images[:20]:
+        redrawn = augment_digit(digit, rng)
+        assert redrawn.shape == (28, 28) and redrawn.dtype == np.uint8
+        rows = np.flatnonzero(redrawn.max(axis=1) > 0)
+        cols = np.flatnonzero(redrawn.max(axis=0) > 0)
+        assert max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 <= 21  # fitted into 20x20
+        # Framing is idempotent on what it produced: redrawn digits are served digits.
+        assert np.abs(frame_digit(redrawn / 255.0).astype(int) - redrawn).max() <= 64
+    pool = augmented_pool(mnist.train_images[:10], copies=2, seed=1)
+    assert pool.shape == (2, 10, 28, 28)
+    np.testing.assert_array_equal(pool, augmented_pool(mnist.train_images[:10], 2, seed=1))

@@ -1,0 +1,82 @@
+"""The request path stays on the event loop: no thread hop except to decode a large body.
+
+Every hop to Starlette's thread pool (a plain `def` dependency or route, a sync context manager)
+goes through `anyio.to_thread.run_sync`; each costs a context switch per request on a 2-core box.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+
+import anyio.to_thread
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from service.app import create_app
+from service.settings import Settings
+from tests.conftest import REPO_ROOT
+
+
+@pytest.fixture(scope="module")
+def client():
+    settings = Settings(models_dir=REPO_ROOT / "models", max_upload_bytes=8 * 1024 * 1024)
+    with TestClient(create_app(settings)) as test_client:
+        while test_client.get("/health/ready").status_code != 200:
+            time.sleep(0.05)
+        yield test_client
+
+
+@pytest.fixture
+def hops(monkeypatch):
+    calls: list[str] = []
+    original = anyio.to_thread.run_sync
+
+    async def counting(function, *args, **kwargs):
+        calls.append(getattr(function, "__name__", repr(function)))
+        return await original(function, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
+    return calls
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_small_requests_never_leave_the_event_loop(client, mnist, hops):
+    digit = mnist.test_images[0]
+    responses = [
+        client.post("/predict", content=_png(digit), headers={"content-type": "image/png"}),
+        client.post("/predict", files=[("file", ("d.png", _png(digit), "image/png"))]),
+        client.post("/predict", params={"variant": "all"}, json={"pixels": [digit.tolist()]}),
+        client.post(
+            "/v2/models/group/infer",
+            json={
+                "inputs": [
+                    {
+                        "name": "image",
+                        "shape": [1, 28, 28],
+                        "datatype": "FP32",
+                        "data": (digit / 255).ravel().tolist(),
+                    }
+                ]
+            },
+        ),
+    ]
+    assert [r.status_code for r in responses] == [200, 200, 200, 200]
+    assert hops == []
+
+
+def test_a_large_body_is_decoded_in_one_worker_thread(client, hops):
+    noise = np.random.default_rng(0).integers(0, 256, (700, 700), dtype=np.uint8)
+    noise[200:500, 330:370] = 0  # a dark stroke on noisy paper
+    body = _png(noise)
+    assert len(body) > 256 * 1024
+    response = client.post("/predict", content=body, headers={"content-type": "image/png"})
+    assert response.status_code in (200, 422), response.text
+    assert hops == ["decode_images"]
