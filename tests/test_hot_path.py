@@ -80,3 +80,17 @@ def test_a_large_body_is_decoded_in_one_worker_thread(client, hops):
     response = client.post("/predict", content=body, headers={"content-type": "image/png"})
     assert response.status_code in (200, 422), response.text
     assert hops == ["decode_images"]
+
+
+def test_answers_match_the_documented_schemas(client, mnist):
+    """The route writes JSON itself (orjson, no response-model pass): it must still be what
+    the OpenAPI schema promises."""
+    from service import schemas
+
+    body = {"pixels": [mnist.test_images[0].tolist()]}
+    one = client.post("/predict", params={"return_input": "true"}, json=body).json()
+    schemas.VariantPredictions.model_validate(one, strict=True)
+    assert set(one["predictions"][0]) == {"digit", "confidence", "probabilities", "input"}
+    every = client.post("/predict", params={"variant": "all"}, json=body).json()
+    schemas.AllVariantsPredictions.model_validate(every, strict=True)
+    assert set(every["results"]) == {"group", "instance", "layer"}
