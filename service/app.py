@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
                 await loader
             await registry.close()
             executor.shutdown(wait=True)
+            metrics.close()
 
     app = FastAPI(
         title="MNIST digit classifier",

@@ -1,8 +1,18 @@
-"""Prometheus metrics, registered on a registry passed in (one per app, so tests stay isolated)."""
+"""Prometheus metrics, registered on a registry passed in (one per app, so tests stay isolated).
+
+With several uvicorn workers, `python -m service` points PROMETHEUS_MULTIPROC_DIR at a fresh
+directory before the workers start: each worker then writes its values there and one scrape,
+answered by any worker, sums them all (prometheus_client's multiprocess mode).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -39,4 +49,20 @@ class Metrics:
             "Images waiting for an inference call.",
             ["variant", "backend"],
             registry=registry,
+            multiprocess_mode="livesum",  # every live worker's queue, added up
         )
+
+    def exposition(self) -> bytes:
+        """One scrape in Prometheus' text format: this process's metrics, or every worker's
+        summed in multiprocess mode."""
+        if not os.environ.get(MULTIPROCESS_DIR):
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        return generate_latest(registry)
+
+    @staticmethod
+    def close() -> None:
+        """A worker that stops takes its live gauges out of the sums."""
+        if os.environ.get(MULTIPROCESS_DIR):
+            mark_process_dead(os.getpid())

@@ -14,7 +14,7 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from PIL import Image
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from mnist_shared.preprocessing import scale_pixels
 from service import schemas
@@ -111,7 +111,7 @@ async def ready(dataplane: DataPlaneDep) -> JSONResponse:
 
 @router.get("/metrics", summary="Prometheus metrics")
 async def prometheus(metrics: MetricsDep) -> Response:
-    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 def _json(body: dict[str, Any]) -> Response:
