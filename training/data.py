@@ -131,6 +131,15 @@ def load_mnist(directory: str | Path | None = None) -> MnistData:
     return data
 
 
+def accuracy_on_test_split(model: object, data: MnistData) -> float:
+    """Accuracy of a compiled Keras classifier on the whole test split."""
+    test = make_dataset(
+        data.test_images, data.test_labels, 512, shuffle=False, augment=False, seed=0
+    )
+    _, accuracy = model.evaluate(test, verbose=0)  # type: ignore[attr-defined]
+    return float(accuracy)
+
+
 def split_validation(
     images: np.ndarray, labels: np.ndarray, fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

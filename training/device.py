@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import keras
 import tensorflow as tf
 
-logger = logging.getLogger(__name__)
+from training.variants import PRECISIONS
 
-Precision = Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"]
-PRECISIONS: tuple[str, ...] = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -190,12 +190,12 @@ def library_versions() -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     """`mnist-export`: export an existing .keras model as a new version (no training)."""
-    from training.data import load_mnist
-    from training.train import evaluate_on_test, setup_logging
+    from training.data import accuracy_on_test_split, load_mnist
+    from training.variants import VARIANTS, setup_logging
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("keras_file", type=Path, help="a model.keras written by mnist-train")
-    parser.add_argument("--variant", required=True, choices=("group", "instance", "layer"))
+    parser.add_argument("--variant", required=True, choices=VARIANTS)
     parser.add_argument("--architecture", default="cnn", help="recorded in the manifest")
     parser.add_argument("--models-dir", type=Path, default=Path("models"))
     parser.add_argument(
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model = keras.saving.load_model(args.keras_file)
     data = load_mnist(args.data_dir)
-    accuracy = evaluate_on_test(model, data)
+    accuracy = accuracy_on_test_split(model, data)
     command = shlex.join(["mnist-export", *(sys.argv[1:] if argv is None else argv)])
     # Re-exporting a model that came from mnist-train keeps its training record.
     source_manifest = args.keras_file.parent / MANIFEST_NAME

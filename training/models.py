@@ -12,10 +12,8 @@ from typing import Any
 import keras
 
 from training.layers import GroupNormalization, InstanceNormalization, LayerNormalization
+from training.variants import ARCHITECTURES, DEFAULT_ARCHITECTURE, VARIANTS
 
-VARIANTS: tuple[str, ...] = ("group", "instance", "layer")
-ARCHITECTURES: tuple[str, ...] = ("tutorial", "cnn")
-DEFAULT_ARCHITECTURE = "cnn"
 # The default network's convolution widths: two blocks at 28x28 and 14x14.
 CNN_FILTERS = (32, 32, 64, 64)
 # Group size for the default network: 8 groups of 4 or 8 channels.

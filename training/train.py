@@ -20,7 +20,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from training.models import ARCHITECTURES, DEFAULT_ARCHITECTURE, VARIANTS
+from training.variants import (
+    ARCHITECTURES,
+    DEFAULT_ARCHITECTURE,
+    PRECISIONS,
+    VARIANTS,
+    setup_logging,
+)
 
 logger = logging.getLogger("training")
 
@@ -47,8 +53,6 @@ class TrainConfig:
 
 
 def parse_args(argv: list[str] | None) -> TrainConfig:
-    from training.device import PRECISIONS
-
     defaults = TrainConfig()
     p = argparse.ArgumentParser(description="Train the MNIST normalization classifiers.")
     p.add_argument("--variant", choices=(*VARIANTS, "all"), default="all")
@@ -90,23 +94,6 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
     )
 
 
-def setup_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def evaluate_on_test(model: Any, data: Any) -> float:
-    from training.data import make_dataset
-
-    test = make_dataset(
-        data.test_images, data.test_labels, 512, shuffle=False, augment=False, seed=0
-    )
-    _, accuracy = model.evaluate(test, verbose=0)
-    return float(accuracy)
-
-
 @dataclasses.dataclass(frozen=True)
 class TrainingSet:
     """The training/validation split, and redrawn copies of the training images."""
@@ -139,6 +126,8 @@ def train_variant(
     import keras
     import tensorflow as tf
 
+    from training.data import accuracy_on_test_split
+
     # Same seed, same machine -> same weights: seeded RNGs and deterministic kernels.
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
@@ -153,7 +142,7 @@ def train_variant(
         train, validation_data=val, epochs=config.epochs, callbacks=[stop], verbose=2, shuffle=False
     )
     seconds = time.perf_counter() - started
-    accuracy = evaluate_on_test(model, data)
+    accuracy = accuracy_on_test_split(model, data)
     print(
         f"{variant}: test accuracy {accuracy:.4f} on {len(data.test_labels)} images "
         f"({len(history.epoch)} epochs, {seconds:.0f} s)",

@@ -1,0 +1,22 @@
+"""What can be trained: the normalization variants, architectures and precisions, named once.
+
+No TensorFlow here: the command-line tools read these before importing it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+VARIANTS: tuple[str, ...] = ("group", "instance", "layer")
+ARCHITECTURES: tuple[str, ...] = ("tutorial", "cnn")
+DEFAULT_ARCHITECTURE = "cnn"
+PRECISIONS: tuple[str, ...] = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+
+
+def setup_logging() -> None:
+    """Timestamped INFO logs; TensorFlow's C++ chatter down to warnings (set before it loads)."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
