@@ -80,7 +80,7 @@ class DataPlane:
 
     def model_metadata(self, name: str, version: int | None = None) -> dict[str, Any]:
         """The Open Inference Protocol's model metadata of a loaded variant."""
-        model = self._loaded(name, version)
+        model = self.loaded_model(name, version)
         return {
             "name": name,
             "versions": [str(model.manifest.version)],
@@ -138,7 +138,7 @@ class DataPlane:
     ) -> list[VariantResult]:
         """Probabilities of every variant for float32 (N, 28, 28) images in [0, 1]."""
         for variant in variants:
-            self._loaded(variant, version)
+            self.loaded_model(variant, version)
         if len(variants) == 1:  # the common case: no tasks to create and gather
             answers = [await self._registry.predict(variants[0], backend, images)]
         else:
@@ -170,7 +170,8 @@ class DataPlane:
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _loaded(self, name: str, version: int | None) -> Any:
+    def loaded_model(self, name: str, version: int | None = None) -> Any:
+        """The loaded model `name` (at `version`): NotFound / NotReady saying why otherwise."""
         if name not in self._registry.variants:
             raise NotFound(self._unknown_model(name))
         model = self._registry.model(name)  # NotReady while loading or after a failed load

@@ -163,8 +163,7 @@ async def infer(
 ) -> tuple[VariantResult, list[Tensor]]:
     """One protocol inference: decode the input, run `model`, shape the outputs."""
     settings = dataplane.settings
-    if model not in dataplane.variants:
-        dataplane.model_ready(model)  # raises NotFound, naming the served models
+    dataplane.loaded_model(model, version)  # 404 / 503 before any decoding
     images = await images_from_inputs(
         inputs, Limits(settings.max_images_per_request, settings.max_image_pixels)
     )
