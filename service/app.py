@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.batching import InFlight
 from service.dataplane import DataPlane
@@ -85,6 +86,20 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, error: ServiceError) -> JSONResponse:
         return JSONResponse({"error": error.message}, status_code=error.status_code)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        """Unknown paths and wrong methods answer like every other error: {"error": ...}."""
+        if error.status_code == 404:
+            message = f"no such path {request.url.path}: the API is listed at /docs."
+        elif error.status_code == 405:
+            allowed = error.headers.get("Allow", "") if error.headers else ""
+            message = f"{request.method} is not allowed on {request.url.path}; use {allowed}."
+        else:
+            message = str(error.detail)
+        return JSONResponse(
+            {"error": message}, status_code=error.status_code, headers=error.headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:

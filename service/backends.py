@@ -53,7 +53,7 @@ class SavedModelBackend:
         if not tensorflow_available():
             raise BackendUnavailable(
                 "the savedmodel backend needs TensorFlow, which this deployment does not have. "
-                "Use backend=onnx, or install it: pip install '.[train]' (Docker: build with "
+                "Use backend=onnx, or install it: pip install -e '.[train]' (Docker: build with "
                 "--build-arg WITH_TENSORFLOW=1)."
             )
         import tensorflow as tf

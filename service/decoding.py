@@ -139,6 +139,10 @@ def _json_pixels(items: object, limits: Limits) -> np.ndarray:
         raise BadRequest(
             f'"pixels" values must lie in 0..255 (found {pixels.min():g}..{pixels.max():g}).'
         )
+    if pixels.max() <= 1 and (pixels != np.rint(pixels)).any():
+        raise BadRequest(
+            '"pixels" looks like 0..1 floats: send 0..255 (multiply by 255), white digit on black.'
+        )
     # Pixels are taken as MNIST-ready (white digit on black): only rounded to the uint8 grid.
     digits = np.rint(pixels).astype(np.uint8)
     blank = np.flatnonzero(digits.max(axis=(1, 2)) < INK_THRESHOLD)

@@ -94,6 +94,12 @@ async def _multipart_files(
         raise BadRequest(f"malformed multipart body ({error.message}).") from None
     try:
         files = form.getlist("file")
+        if not files and form:
+            names = ", ".join(sorted({repr(name) for name in form})) or "none"
+            raise BadRequest(
+                f"the request holds no image: no multipart part is named 'file' (the parts sent "
+                f"were {names}). Send each image as a part named file (curl -F file=@digit.png)."
+            )
         if not all(isinstance(item, UploadFile) for item in files):
             raise BadRequest("multipart part 'file' must be a file upload, not a text field.")
         check_count(len(files), limits)
