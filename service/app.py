@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -23,6 +24,7 @@ from service.batching import InFlight
 from service.dataplane import DataPlane
 from service.errors import ServiceError
 from service.metrics import Metrics
+from service.pages import add_pages
 from service.registry import ModelRegistry
 from service.routes import router
 from service.settings import Settings
@@ -56,7 +58,7 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
             executor.shutdown(wait=True)
             metrics.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # FastAPI with /docs and /redoc assets served locally
         title="MNIST digit classifier",
         version="1.0.0",
         description="Digit predictions from three CNNs that differ only in their normalization "
@@ -68,6 +70,7 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
     _add_error_handlers(app)
     app.include_router(router)
     app.include_router(v2_router)
+    add_pages(app)
     return app
 
 

@@ -30,3 +30,11 @@ def mnist(mnist_dir: Path):
     from training.data import load_idx_directory
 
     return load_idx_directory(mnist_dir)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Each phase's report on the test item (`item.rep_call`), so fixtures can see a failure."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

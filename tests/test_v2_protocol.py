@@ -8,13 +8,10 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import shutil
-import signal
 import struct
 import subprocess
 import sys
-import time
 
 import httpx
 import numpy as np
@@ -26,45 +23,7 @@ from tritonclient.utils import InferenceServerException
 
 from mnist_shared.preprocessing import scale_pixels
 from tests.conftest import REPO_ROOT
-from tests.test_deployment import _free_port
-
-
-class Server:
-    """`python -m service` in a subprocess: tritonclient.grpc registers the protocol's proto
-    messages in this process, and the service's own stubs define the same names."""
-
-    def __init__(self, models_dir) -> None:
-        self.port, self.grpc_port = _free_port(), _free_port()
-        env = {
-            **os.environ,
-            "MNIST_PORT": str(self.port),
-            "MNIST_GRPC_PORT": str(self.grpc_port),
-            "MNIST_MODELS_DIR": str(models_dir),
-        }
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "service"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def wait_loaded(self, timeout_s: float = 60) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.process.stdout.read().decode()
-            try:
-                if not httpx.get(f"{self.url}/health/ready").json()["loading"]:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("the server did not finish loading")
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        self.process.communicate(timeout=20)
+from tests.serving import Server
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,169 @@
+// Draw-a-digit page: pointer drawing (mouse, touch, pen), upload / drop / paste a picture,
+// POST /predict?variant=all&return_input=true, show each variant's answer and the 28x28 input.
+"use strict";
+
+const VARIANTS = ["group", "instance", "layer"];
+const STROKE = 20; // px on the 280 px pad: MNIST strokes are 2-3 of its 28 pixels
+const MESSAGES = {
+  422: "Draw a digit first: the picture has no ink the models could find.",
+  413: "That picture is too large. Try a smaller photo.",
+  415: "That file is not a picture the service reads (PNG, JPEG, WebP, BMP or GIF).",
+  503: "The models are still loading. Try again in a few seconds.",
+};
+
+const pad = document.getElementById("pad");
+const ink = pad.getContext("2d");
+let drawing = false;
+let drawn = false;
+let last = null;
+
+function clearPad() {
+  ink.fillStyle = "#fff";
+  ink.fillRect(0, 0, pad.width, pad.height);
+  drawn = false;
+}
+
+function point(event) {
+  const box = pad.getBoundingClientRect();
+  return { x: (event.clientX - box.left) * (pad.width / box.width),
+           y: (event.clientY - box.top) * (pad.height / box.height) };
+}
+
+function strokeTo(p) {
+  ink.strokeStyle = "#000";
+  ink.lineWidth = STROKE;
+  ink.lineCap = "round";
+  ink.lineJoin = "round";
+  ink.beginPath();
+  ink.moveTo(last.x, last.y);
+  ink.lineTo(p.x, p.y);
+  ink.stroke();
+  last = p;
+  drawn = true;
+}
+
+pad.addEventListener("pointerdown", (event) => {
+  event.preventDefault();
+  pad.setPointerCapture(event.pointerId);
+  drawing = true;
+  last = point(event);
+  strokeTo(last); // a dot for a tap
+});
+pad.addEventListener("pointermove", (event) => {
+  if (drawing) strokeTo(point(event));
+});
+for (const type of ["pointerup", "pointercancel"]) {
+  pad.addEventListener(type, () => {
+    if (!drawing) return;
+    drawing = false;
+    predictPad(); // predict after each stroke
+  });
+}
+
+function showError(text) {
+  const box = document.getElementById("error");
+  box.textContent = text;
+  box.hidden = !text;
+}
+
+function render(body, milliseconds) {
+  const results = body.results || { [body.variant]: body };
+  let preview = null;
+  for (const variant of VARIANTS) {
+    const card = document.getElementById(`result-${variant}`);
+    const result = results[variant];
+    if (!result) continue;
+    const prediction = result.predictions[0];
+    preview = preview || prediction.input;
+    card.querySelector(".digit").textContent = String(prediction.digit);
+    card.querySelector(".confidence").textContent =
+      `${(prediction.confidence * 100).toFixed(1)}% sure`;
+    card.querySelector(".version").textContent = `(version ${result.model_version})`;
+    const bars = card.querySelector(".bars");
+    bars.replaceChildren(...prediction.probabilities.map((p, digit) => {
+      const bar = document.createElement("div");
+      bar.className = digit === prediction.digit ? "bar top" : "bar";
+      bar.style.height = `${Math.max(2, p * 100)}%`;
+      bar.title = `${digit}: ${(p * 100).toFixed(1)}%`;
+      const label = document.createElement("span");
+      label.textContent = String(digit);
+      bar.append(label);
+      return bar;
+    }));
+  }
+  const image = document.getElementById("preview");
+  if (preview) {
+    image.src = `data:image/png;base64,${preview}`;
+    image.hidden = false;
+  }
+  document.getElementById("latency").textContent =
+    `Answered in ${milliseconds.toFixed(0)} ms (${body.backend || "onnx"} backend).`;
+}
+
+async function predict(blob, name) {
+  const form = new FormData();
+  form.append("file", blob, name);
+  const started = performance.now();
+  try {
+    const response = await fetch("/predict?variant=all&return_input=true",
+                                 { method: "POST", body: form });
+    const body = await response.json();
+    if (!response.ok) {
+      showError(MESSAGES[response.status] || body.error || `The service answered ${response.status}.`);
+      return;
+    }
+    showError("");
+    render(body, performance.now() - started);
+  } catch (error) {
+    showError(`The service could not be reached (${error.message}).`);
+  }
+}
+
+function predictPad() {
+  if (!drawn) {
+    showError(MESSAGES[422]);
+    return;
+  }
+  pad.toBlob((blob) => predict(blob, "drawing.png"), "image/png");
+}
+
+function predictFile(file) {
+  if (!file) return;
+  if (!file.type.startsWith("image/")) {
+    showError(MESSAGES[415]);
+    return;
+  }
+  predict(file, file.name || "picture");
+}
+
+document.getElementById("clear").addEventListener("click", () => {
+  clearPad();
+  showError("");
+});
+document.getElementById("predict").addEventListener("click", predictPad);
+document.getElementById("file").addEventListener("change", (event) => {
+  predictFile(event.target.files[0]);
+  event.target.value = "";
+});
+
+const drop = document.getElementById("drop");
+drop.addEventListener("dragover", (event) => {
+  event.preventDefault();
+  drop.classList.add("dragging");
+});
+drop.addEventListener("dragleave", () => drop.classList.remove("dragging"));
+drop.addEventListener("drop", (event) => {
+  event.preventDefault();
+  drop.classList.remove("dragging");
+  predictFile(event.dataTransfer.files[0]);
+});
+document.addEventListener("paste", (event) => {
+  const item = [...event.clipboardData.items].find((i) => i.type.startsWith("image/"));
+  if (item) predictFile(item.getAsFile());
+});
+pad.addEventListener("keydown", (event) => {
+  if (event.key === "Enter") predictPad();
+  if (event.key === "Escape" || event.key === "Delete") clearPad();
+});
+
+clearPad();
