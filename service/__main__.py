@@ -17,7 +17,11 @@ from service.settings import Settings, env_table
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="mnist-serve", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="mnist-serve",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--host", help="interface to listen on (MNIST_HOST)")
     parser.add_argument("--port", type=int, help="port to listen on (MNIST_PORT)")
     parser.add_argument("--models-dir", help="models directory (MNIST_MODELS_DIR)")

@@ -155,3 +155,18 @@ def test_savedmodel_signature_serves_every_batch_size_without_retracing(exported
         x = tf.constant(mnist.test_images[:batch].astype(np.float32) / 255)
         assert signature(image=x)["probabilities"].shape == (batch, 10)
     assert signature.graph is graph_before  # one concrete function, never retraced
+
+
+@pytest.mark.parametrize("module", ["training.train", "training.export"])
+def test_help_lists_defaults_without_importing_tensorflow(module):
+    import subprocess
+    import sys
+
+    code = (
+        f"import sys; from {module} import {'parse_args' if module.endswith('train') else 'main'} as run\n"
+        "try:\n    run(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print('TF LOADED' if 'tensorflow' in sys.modules else 'NO TF')"
+    )
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+    assert output.rstrip().endswith("NO TF")
+    assert "(default: " in output and "{group,instance,layer" in output

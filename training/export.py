@@ -191,19 +191,25 @@ def library_versions() -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     """`mnist-export`: export an existing .keras model as a new version (no training)."""
     from training.data import accuracy_on_test_split, load_mnist
-    from training.variants import VARIANTS, setup_logging
+    from training.variants import ARCHITECTURES, VARIANTS, setup_logging
 
-    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="mnist-export",
+        description=main.__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("keras_file", type=Path, help="a model.keras written by mnist-train")
-    parser.add_argument("--variant", required=True, choices=VARIANTS)
-    parser.add_argument("--architecture", default="cnn", help="recorded in the manifest")
-    parser.add_argument("--models-dir", type=Path, default=Path("models"))
+    parser.add_argument("--variant", required=True, choices=VARIANTS, help="the model's variant")
+    parser.add_argument(
+        "--architecture", choices=ARCHITECTURES, default="cnn", help="recorded in the manifest"
+    )
+    parser.add_argument("--models-dir", type=Path, default=Path("models"), help="export here")
     parser.add_argument(
         "--data-dir",
         default=os.environ.get("MNIST_DATA_DIR"),
-        help="MNIST IDX directory (env MNIST_DATA_DIR); default: keras.datasets.mnist",
+        help="MNIST IDX directory (env MNIST_DATA_DIR); unset: keras.datasets.mnist",
     )
-    parser.add_argument("--version", type=int, default=None, help="default: next free version")
+    parser.add_argument("--version", type=int, default=None, help="unset: the next free one")
     args = parser.parse_args(argv)
     setup_logging()
 

@@ -52,35 +52,73 @@ class TrainConfig:
     command: str = ""
 
 
-def parse_args(argv: list[str] | None) -> TrainConfig:
-    defaults = TrainConfig()
-    p = argparse.ArgumentParser(description="Train the MNIST normalization classifiers.")
-    p.add_argument("--variant", choices=(*VARIANTS, "all"), default="all")
-    p.add_argument("--arch", choices=ARCHITECTURES, default=defaults.arch)
-    p.add_argument("--epochs", type=int, default=defaults.epochs)
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    p.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    p.add_argument("--seed", type=int, default=defaults.seed)
+def _parser(defaults: TrainConfig) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mnist-train",
+        description="Train the MNIST normalization classifiers, evaluate them on the test split "
+        "and export each as the next version under --output-dir.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--variant", choices=(*VARIANTS, "all"), default="all", help="what to train")
+    p.add_argument(
+        "--arch", choices=ARCHITECTURES, default=defaults.arch, help="network (see README)"
+    )
+    p.add_argument("--epochs", type=int, default=defaults.epochs, help="most epochs to run")
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per step")
+    p.add_argument(
+        "--learning-rate", type=float, default=defaults.learning_rate, help="peak, cosine-decayed"
+    )
+    p.add_argument("--seed", type=int, default=defaults.seed, help="same seed, same weights")
     p.add_argument(
         "--data-dir",
         default=os.environ.get("MNIST_DATA_DIR"),
         help="directory with the four MNIST IDX files (env MNIST_DATA_DIR); "
-        "default: download with keras.datasets.mnist",
+        "unset: download with keras.datasets.mnist",
     )
     p.add_argument("--output-dir", default=defaults.output_dir, help="models directory")
-    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=defaults.augment)
+    p.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.augment,
+        help="small random shifts, turns and zooms of every batch",
+    )
     p.add_argument(
         "--redrawn-copies",
         type=int,
         default=defaults.redrawn_copies,
         help="redrawn copies of each training image (pen width, slant, blur), 0 for none",
     )
-    p.add_argument("--precision", choices=PRECISIONS, default=defaults.precision)
-    p.add_argument("--validation-fraction", type=float, default=defaults.validation_fraction)
-    p.add_argument("--patience", type=int, default=defaults.patience)
-    p.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--export", action=argparse.BooleanOptionalAction, default=defaults.export)
-    p.add_argument("--version", type=int, default=None, help="model version (default: next)")
+    p.add_argument(
+        "--precision", choices=PRECISIONS, default=defaults.precision, help="auto: by device"
+    )
+    p.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=defaults.validation_fraction,
+        help="training images held out for early stopping",
+    )
+    p.add_argument(
+        "--patience", type=int, default=defaults.patience, help="epochs without improvement"
+    )
+    p.add_argument(
+        "--jit-compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="XLA; unset: on with a GPU",
+    )
+    p.add_argument(
+        "--export",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.export,
+        help="export each trained variant",
+    )
+    p.add_argument("--version", type=int, default=None, help="model version; unset: the next")
+    return p
+
+
+def parse_args(argv: list[str] | None) -> TrainConfig:
+    defaults = TrainConfig()
+    p = _parser(defaults)
     args = p.parse_args(argv)
     for name in ("epochs", "batch_size", "patience"):
         if getattr(args, name) < 1:
