@@ -69,6 +69,8 @@ PREDICT_REQUEST_BODIES = {
                     "properties": {
                         "pixels": {
                             "type": "array",
+                            "description": "28x28 arrays of numbers 0..255 (not 0..1), white "
+                            "digit on black, taken as MNIST-ready (no preprocessing).",
                             "items": {"type": "array", "items": {"type": "array"}},
                         }
                     },
