@@ -44,7 +44,6 @@ class Manifest(BaseModel):
     onnx_opset: int
     saved_model_dir: str = "saved_model"
     saved_model_signature: str = "serving_default"
-    keras_file: str = "model.keras"
     training: dict[str, Any] = Field(description="Training config and the exact command line.")
     data: dict[str, Any] = Field(description="Data source and sample counts.")
     parity: dict[str, Any] = Field(description="Export parity check: Keras vs SavedModel vs ONNX.")
