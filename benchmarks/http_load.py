@@ -82,10 +82,11 @@ def sample_png(data_dir: str | None) -> bytes:
 
 
 def start_server(
-    port: int, grpc_port: int, models_dir: Path, max_batch_size: int
+    port: int, grpc_port: int, models_dir: Path, max_batch_size: int, workers: int = 1
 ) -> subprocess.Popen:
     env = {
         **os.environ,
+        "MNIST_WORKERS": str(workers),
         "MNIST_HOST": "127.0.0.1",
         "MNIST_PORT": str(port),
         "MNIST_GRPC_PORT": str(grpc_port),
@@ -94,7 +95,7 @@ def start_server(
         "MNIST_LOG_LEVEL": "warning",
     }
     server = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env)
-    wait_for(port, "/health/ready", server)
+    wait_for(port, "/health/ready", server, answers=8 * workers)
     return server
 
 
@@ -218,18 +219,21 @@ def start_peer(peer: Path, model: Path, port: int, mode: str) -> subprocess.Pope
     return process
 
 
-def wait_for(port: int, path: str, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+def wait_for(port: int, path: str, process: subprocess.Popen, answers: int = 1) -> None:
+    """Until `answers` requests in a row succeed (several: every worker has loaded)."""
+    deadline, streak = time.monotonic() + 90, 0
+    while time.monotonic() < deadline and streak < answers:
         if process.poll() is not None:
             raise RuntimeError(f"server on port {port} exited with {process.returncode}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1):
-                return
+                streak += 1
         except OSError:
+            streak = 0
             time.sleep(0.2)
-    process.kill()
-    raise RuntimeError(f"server on port {port} did not answer {path} within 60 s")
+    if streak < answers:
+        process.kill()
+        raise RuntimeError(f"server on port {port} did not answer {path} within 90 s")
 
 
 def keep_best(results: dict, key: tuple, row: dict) -> None:
@@ -326,6 +330,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds, best kept")
     parser.add_argument("--models-dir", type=Path, default=ROOT / "models")
     parser.add_argument("--peer", type=Path, default=DEFAULT_PEER, help="naive_peer.py")
+    parser.add_argument("--workers", type=int, default=1, help="the service's uvicorn workers")
     parser.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR"))
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -344,7 +349,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         files = write_bodies(Path(tmp), sample_png(args.data_dir))
         try:
-            processes.append(start_server(ports["service"], ports["grpc"], args.models_dir, 64))
+            processes.append(
+                start_server(ports["service"], ports["grpc"], args.models_dir, 64, args.workers)
+            )
             processes += [start_peer(args.peer, model, ports[m], m) for m in ("inline", "thread")]
             print(HEADER)
             results = measure(args, files, ports)
