@@ -50,17 +50,20 @@ def post_pictures(client: Any, pictures: list[Picture]) -> list[dict[str, Any]]:
 
 def accuracy_by_kind(
     client: Any, images: np.ndarray, labels: np.ndarray, per_kind: int, seed: int
-) -> dict[str, dict[str, float]]:
-    """{kind: {variant: accuracy}} over `per_kind` pictures of each kind."""
-    table = {}
+) -> tuple[dict[str, dict[str, float]], float]:
+    """({kind: {variant: accuracy}} over `per_kind` pictures of each kind, seconds posting)."""
+    table, posting = {}, 0.0
     for kind in KINDS:
         pictures, truth = zip(*sample(kind, images, labels, per_kind, seed), strict=True)
+        started = time.perf_counter()
         answers = post_pictures(client, list(pictures))
+        posting += time.perf_counter() - started
         table[kind] = {
             variant: float(np.mean(_digits(answers, variant) == np.array(truth)))
             for variant in answers[0]["results"]
         }
-    return table
+        print(f"{kind}: " + ", ".join(f"{v} {a:.1%}" for v, a in table[kind].items()), flush=True)
+    return table, posting
 
 
 def _digits(answers: list[dict[str, Any]], variant: str) -> np.ndarray:
@@ -129,15 +132,17 @@ def main() -> int:
     with TestClient(create_app(settings)) as client:
         while client.get("/health/ready").status_code != 200:
             time.sleep(0.05)
-        started = time.perf_counter()
-        table = accuracy_by_kind(
+        table, seconds = accuracy_by_kind(
             client, data.test_images, data.test_labels, args.per_kind, args.seed
         )
-        seconds = time.perf_counter() - started
         if args.figure:
             draw_figure(client, data.test_images, data.test_labels, args.figure)
     variants = list(next(iter(table.values())))
-    print(f"{args.per_kind} pictures per kind (seed {args.seed}), {seconds:.0f} s through /predict")
+    total = args.per_kind * len(table)
+    print(
+        f"{args.per_kind} pictures per kind (seed {args.seed}); posting them took {seconds:.0f} s "
+        f"({1000 * seconds / total:.1f} ms a picture, three models each)"
+    )
     print("| kind | " + " | ".join(variants) + " |")
     print("| --- |" + " --- |" * len(variants))
     for kind, row in table.items():
