@@ -9,8 +9,9 @@ Imports only numpy and Pillow so the service can use it without TensorFlow.
      and removed, the ink's polarity (dark on light or light on dark) is read from the
      residual, noise is smoothed and measured, and the contrast is stretched so that stroke
      cores reach full intensity whatever the pen, pencil or paper;
-  3. `frame_digit`: crop to the ink, scale to fit 20x20 keeping the aspect ratio and place
-     in 28x28 with the centre of mass at the centre, as the MNIST authors framed their scans.
+  3. `frame_digit`: crop to the ink, grow a fine pen's strokes towards MNIST's width, scale to
+     fit 20x20 keeping the aspect ratio and place in 28x28 with the centre of mass at the
+     centre, as the MNIST authors framed their scans.
   A 28x28 picture is taken as already framed: only made white-on-black grayscale, so a real
   MNIST digit passes through unchanged. A picture with no ink raises `NoDigitFound`.
 * `scale_pixels` maps uint8 0..255 to float32 0..1, the models' input range.
