@@ -32,6 +32,20 @@ def mnist(mnist_dir: Path):
     return load_idx_directory(mnist_dir)
 
 
+@pytest.fixture(scope="session")
+def server():
+    """`python -m service` on the committed models, on free ports (HTTP and gRPC), for the
+    tests that need a real socket: browsers, stock protocol clients, curl."""
+    from tests.serving import Server
+
+    running = Server(REPO_ROOT / "models")
+    try:
+        running.wait_loaded()
+        yield running
+    finally:
+        running.stop()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     """Each phase's report on the test item (`item.rep_call`), so fixtures can see a failure."""

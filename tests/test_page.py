@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO_ROOT
-from tests.serving import Server
 from training.photos import sample
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -23,16 +22,6 @@ pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install -y chromium"
 )
 VARIANTS = ("group", "instance", "layer")
-
-
-@pytest.fixture(scope="module")
-def server():
-    running = Server(REPO_ROOT / "models")
-    try:
-        running.wait_loaded()
-        yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="module")

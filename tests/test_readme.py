@@ -9,7 +9,6 @@ import subprocess
 import pytest
 
 from tests.conftest import REPO_ROOT
-from tests.serving import Server
 
 
 def readme_curl_commands() -> list[str]:
@@ -26,16 +25,6 @@ def readme_curl_commands() -> list[str]:
 def expected_digits(command: str) -> list[int]:
     """The digits of the example pictures a command sends, in order (examples/<name>-<digit>)."""
     return [int(d) for d in re.findall(r"examples/[a-z]+-(\d)\.\w+", command)]
-
-
-@pytest.fixture(scope="module")
-def server():
-    running = Server(REPO_ROOT / "models")
-    try:
-        running.wait_loaded()
-        yield running
-    finally:
-        running.stop()
 
 
 def test_readme_has_the_examples():

@@ -27,16 +27,6 @@ from tests.serving import Server
 
 
 @pytest.fixture(scope="module")
-def server():
-    running = Server(REPO_ROOT / "models")
-    try:
-        running.wait_loaded()
-        yield running
-    finally:
-        running.stop()
-
-
-@pytest.fixture(scope="module")
 def http(server):
     return httpclient.InferenceServerClient(f"127.0.0.1:{server.port}")
 
