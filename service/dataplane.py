@@ -23,7 +23,7 @@ from service.backends import BACKENDS
 from service.batching import InFlight
 from service.errors import BadRequest, NotFound, NotReady, ServiceError
 from service.metrics import Metrics
-from service.registry import ModelRegistry
+from service.registry import LoadedModel, ModelRegistry
 from service.settings import Settings
 
 SERVER_NAME = "mnist-normalization-serving"
@@ -64,11 +64,10 @@ class DataPlane:
 
     def model_ready(self, name: str, version: int | None = None) -> bool:
         """Whether `name` (at `version`) can answer; NotFound for a model never served."""
-        if name not in self._registry.variants:
-            raise NotFound(self._unknown_model(name))
-        if not self._registry.is_ready(name):
+        try:
+            self.loaded_model(name, version)
+        except NotReady:
             return False
-        self._check_version(name, version)
         return True
 
     def server_metadata(self) -> dict[str, Any]:
@@ -170,21 +169,12 @@ class DataPlane:
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def loaded_model(self, name: str, version: int | None = None) -> Any:
+    def loaded_model(self, name: str, version: int | None = None) -> LoadedModel:
         """The loaded model `name` (at `version`): NotFound / NotReady saying why otherwise."""
-        if name not in self._registry.variants:
-            raise NotFound(self._unknown_model(name))
-        model = self._registry.model(name)  # NotReady while loading or after a failed load
-        self._check_version(name, version)
-        return model
-
-    def _check_version(self, name: str, version: int | None) -> None:
-        served = self._registry.model(name).manifest.version
-        if version is not None and version != served:
+        model = self._registry.model(name)
+        if version is not None and version != model.manifest.version:
             raise NotFound(
-                f"version {version} of model {name!r} is not loaded; loaded: {served}. "
-                "Ask for that version, or none for the latest."
+                f"version {version} of model {name!r} is not loaded; loaded: "
+                f"{model.manifest.version}. Ask for that version, or none for the latest."
             )
-
-    def _unknown_model(self, name: str) -> str:
-        return f"unknown model {name!r}: served models are {', '.join(self._registry.variants)}."
+        return model

@@ -85,9 +85,6 @@ class ModelRegistry:
         served = set(self.variants)
         return not self.loading and bool(self._models) and served <= self._models.keys()
 
-    def is_ready(self, variant: str) -> bool:
-        return variant in self._models
-
     def readiness(self) -> dict[str, Any]:
         return {
             "ready": self.ready,
@@ -112,7 +109,7 @@ class ModelRegistry:
             return self._models[variant]
         if variant not in self.variants:
             raise NotFound(
-                f"variant {variant!r} is not served here; served: {', '.join(self.variants)}."
+                f"unknown model {variant!r}: served models are {', '.join(self.variants)}."
             )
         if self.loading:
             raise NotReady(f"variant {variant!r} is still loading; retry in a few seconds.")

@@ -24,6 +24,7 @@ from service.v2_tensors import (
     NUMPY_DATATYPES,
     Tensor,
     array_from_bytes,
+    check_datatype,
     infer,
     parse_version,
     raw_bytes,
@@ -172,7 +173,7 @@ def _input_tensors(inference: InferenceRequest, binary: memoryview) -> list[Tens
 def _binary_tensor(item: RequestInput, raw: bytes) -> Tensor:
     if item.datatype == "BYTES":
         return Tensor(item.name, "BYTES", item.shape, split_bytes_elements(raw, item.name))
-    _check_datatype(item)
+    check_datatype(item.name, item.datatype)
     data = array_from_bytes(raw, item.datatype, item.shape, item.name)
     return Tensor(item.name, item.datatype, item.shape, data)
 
@@ -183,7 +184,7 @@ def _json_tensor(item: RequestInput) -> Tensor:
     if item.datatype == "BYTES":
         values = np.asarray(item.data, dtype=object).ravel().tolist()
         return Tensor(item.name, "BYTES", item.shape, [_base64(v, item.name) for v in values])
-    _check_datatype(item)
+    check_datatype(item.name, item.datatype)
     try:
         data = np.asarray(item.data, dtype=NUMPY_DATATYPES[item.datatype]).ravel()
     except (TypeError, ValueError):
@@ -191,12 +192,6 @@ def _json_tensor(item: RequestInput) -> Tensor:
             f"input {item.name!r}: data must be {item.datatype} numbers, in row-major order."
         ) from None
     return Tensor(item.name, item.datatype, item.shape, data)
-
-
-def _check_datatype(item: RequestInput) -> None:
-    if item.datatype not in NUMPY_DATATYPES:
-        known = ", ".join([*NUMPY_DATATYPES, "BYTES"])
-        raise BadRequest(f"input {item.name!r}: unknown datatype {item.datatype!r}; use {known}.")
 
 
 def _base64(value: object, name: str) -> bytes:

@@ -54,6 +54,12 @@ class Tensor:
     data: np.ndarray | list[bytes]
 
 
+def check_datatype(name: str, datatype: str) -> None:
+    if datatype != "BYTES" and datatype not in NUMPY_DATATYPES:
+        known = ", ".join([*NUMPY_DATATYPES, "BYTES"])
+        raise BadRequest(f"input {name!r}: unknown datatype {datatype!r}; use {known}.")
+
+
 def array_from_bytes(raw: bytes, datatype: str, shape: Sequence[int], name: str) -> np.ndarray:
     """A fixed-size datatype's raw little-endian bytes, checked against its shape."""
     dtype = NUMPY_DATATYPES[datatype]

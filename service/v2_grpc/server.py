@@ -23,6 +23,7 @@ from service.v2_tensors import (
     NUMPY_DATATYPES,
     Tensor,
     array_from_bytes,
+    check_datatype,
     infer,
     parse_version,
     raw_bytes,
@@ -129,8 +130,7 @@ def _input_tensors(request: Any) -> list[Tensor]:
     tensors = []
     for index, item in enumerate(request.inputs):
         shape, datatype = list(item.shape), item.datatype
-        if datatype != "BYTES" and datatype not in NUMPY_DATATYPES:
-            raise BadRequest(f"input {item.name!r}: unknown datatype {datatype!r}.")
+        check_datatype(item.name, datatype)
         if raw:
             data: np.ndarray | list[bytes] = (
                 split_bytes_elements(raw[index], item.name)
