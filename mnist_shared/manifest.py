@@ -86,12 +86,16 @@ def verify_artifacts(version_dir: Path, manifest: Manifest, only: list[str] | No
             continue
         path = version_dir / relative
         if not path.is_file():
-            raise ValueError(f"{path}: listed in the manifest but missing. Re-export the model.")
+            raise ValueError(
+                f"{relative} is listed in the manifest but missing from {version_dir}: "
+                "re-export the model."
+            )
         actual = sha256_file(path)
         if actual != expected:
             raise ValueError(
-                f"{path}: sha256 {actual[:12]}… does not match the manifest ({expected[:12]}…); "
-                "the file was changed or corrupted. Re-export the model."
+                f"sha256 of {relative} ({actual[:12]}…) does not match the manifest "
+                f"({expected[:12]}…) in {version_dir}: the file was changed or corrupted. "
+                "Re-export the model."
             )
 
 

@@ -7,6 +7,7 @@ error mapping.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +29,7 @@ from service.pages import add_pages
 from service.registry import ModelRegistry
 from service.routes import router
 from service.settings import Settings
+from service.v2_repository import router as v2_repository_router
 from service.v2_rest import router as v2_router
 
 logger = logging.getLogger(__name__)
@@ -45,7 +47,7 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
         registry = ModelRegistry(settings, metrics, executor, in_flight)
         app.state.registry = registry
         app.state.dataplane = DataPlane(settings, registry, metrics, in_flight)
-        loader = asyncio.create_task(registry.load()) if load_models else None
+        loader = asyncio.create_task(registry.start()) if load_models else None
         grpc_server = await _start_grpc(app.state.dataplane, settings)
         try:
             yield
@@ -53,7 +55,9 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
             if grpc_server is not None:
                 await grpc_server.stop(grace_s=5)
             if loader is not None:
-                await loader
+                loader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loader
             await registry.close()
             executor.shutdown(wait=True)
             metrics.close()
@@ -70,6 +74,7 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
     _add_error_handlers(app)
     app.include_router(router)
     app.include_router(v2_router)
+    app.include_router(v2_repository_router)
     add_pages(app)
     return app
 
@@ -88,7 +93,9 @@ async def _start_grpc(dataplane: DataPlane, settings: Settings) -> Any:
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, error: ServiceError) -> JSONResponse:
-        return JSONResponse({"error": error.message}, status_code=error.status_code)
+        return JSONResponse(
+            {"error": error.message}, status_code=error.status_code, headers=error.headers
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:

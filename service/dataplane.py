@@ -21,9 +21,11 @@ import numpy as np
 from mnist_shared.preprocessing import IMAGE_SIZE
 from service.backends import BACKENDS
 from service.batching import InFlight
-from service.errors import BadRequest, NotFound, NotReady, ServiceError
+from service.errors import BadRequest, NotReady, ServiceError
 from service.metrics import Metrics
-from service.registry import LoadedModel, ModelRegistry
+from service.model_loading import LoadFailed
+from service.model_slots import SERVING, LoadedModel
+from service.registry import ModelRegistry
 from service.settings import Settings
 
 SERVER_NAME = "mnist-normalization-serving"
@@ -82,7 +84,7 @@ class DataPlane:
         model = self.loaded_model(name, version)
         return {
             "name": name,
-            "versions": [str(model.manifest.version)],
+            "versions": [str(model.version)],
             "platform": "onnxruntime_onnx",
             "inputs": [
                 {"name": "image", "datatype": "FP32", "shape": [-1, IMAGE_SIZE, IMAGE_SIZE]},
@@ -101,6 +103,29 @@ class DataPlane:
     def variants(self) -> list[str]:
         return self._registry.variants
 
+    # -- model repository -----------------------------------------------------------------------
+
+    def repository_index(self) -> list[dict[str, Any]]:
+        return self._registry.index()
+
+    async def load_model(self, name: str) -> None:
+        """Rescan `name` and serve the newest version the policy allows; BadRequest with the
+        reason if that version failed."""
+        try:
+            await self._registry.load_now(name)
+        except LoadFailed as error:
+            raise BadRequest(str(error)) from None
+
+    async def unload_model(self, name: str) -> None:
+        await self._registry.unload(name)
+
+    def serving_versions(self, name: str) -> list[int]:
+        return [
+            row["version"]
+            for row in self._registry.index()
+            if row["name"] == name and row["state"] == SERVING
+        ]
+
     # -- inference ----------------------------------------------------------------------------
 
     @property
@@ -110,17 +135,22 @@ class DataPlane:
 
     def choose_variants(self, variant: str | None) -> list[str]:
         """The variants a request asks for: one by name, `all`, or the default."""
-        served = self._registry.variants
-        if not served:
+        served, known = self._registry.variants, self._registry.known_variants
+        if not known:
             raise NotReady(self._registry.no_models_message())
         variant = variant or self.default_variant
         if variant == ALL_VARIANTS:
+            if not served:
+                raise NotReady(
+                    "every model is unloaded: load one with "
+                    "POST /v2/repository/models/<variant>/load."
+                )
             return list(served)
-        if variant not in served:
-            raise BadRequest(
-                f"unknown variant {variant!r}: choose one of {', '.join([*served, ALL_VARIANTS])}."
-            )
-        return [variant]
+        if variant in known:  # unloaded or failed: the registry says so when asked for it
+            return [variant]
+        raise BadRequest(
+            f"unknown variant {variant!r}: choose one of {', '.join([*served, ALL_VARIANTS])}."
+        )
 
     def choose_backend(self, backend: str | None) -> str:
         backend = backend or self.settings.default_backend
@@ -135,20 +165,20 @@ class DataPlane:
         images: np.ndarray,
         version: int | None = None,
     ) -> list[VariantResult]:
-        """Probabilities of every variant for float32 (N, 28, 28) images in [0, 1]."""
-        for variant in variants:
-            self.loaded_model(variant, version)
-        if len(variants) == 1:  # the common case: no tasks to create and gather
-            answers = [await self._registry.predict(variants[0], backend, images)]
+        """Probabilities of every variant for float32 (N, 28, 28) images in [0, 1]. Each variant's
+        model is picked once, here: a version swapped in meanwhile serves the next request."""
+        models = [self.loaded_model(variant, version) for variant in variants]
+        if len(models) == 1:  # the common case: no tasks to create and gather
+            answers = [await self._registry.predict(models[0], backend, images)]
         else:
             answers = await asyncio.gather(
-                *(self._registry.predict(variant, backend, images) for variant in variants)
+                *(self._registry.predict(model, backend, images) for model in models)
             )
         for variant in variants:
             self._metrics.images.labels(variant=variant).inc(len(images))
         return [
-            VariantResult(variant, manifest.version, backend, probabilities)
-            for variant, (manifest, probabilities) in zip(variants, answers, strict=True)
+            VariantResult(model.variant, model.version, backend, probabilities)
+            for model, probabilities in zip(models, answers, strict=True)
         ]
 
     @contextmanager
@@ -170,11 +200,5 @@ class DataPlane:
     # -- helpers ------------------------------------------------------------------------------
 
     def loaded_model(self, name: str, version: int | None = None) -> LoadedModel:
-        """The loaded model `name` (at `version`): NotFound / NotReady saying why otherwise."""
-        model = self._registry.model(name)
-        if version is not None and version != model.manifest.version:
-            raise NotFound(
-                f"version {version} of model {name!r} is not loaded; loaded: "
-                f"{model.manifest.version}. Ask for that version, or none for the latest."
-            )
-        return model
+        """The serving model `name` (at `version`): NotFound / NotReady saying why otherwise."""
+        return self._registry.model(name, version)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class ServiceError(Exception):
     """Base class: `status_code` is the HTTP status, the message tells the client what to do."""
 
     status_code = 500
+    headers: ClassVar[dict[str, str] | None] = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -17,6 +20,19 @@ class BadRequest(ServiceError):
     """The request is malformed: not an image, wrong JSON shape, unknown variant..."""
 
     status_code = 400
+
+
+class Unauthorized(ServiceError):
+    """An admin endpoint called without the bearer token it requires."""
+
+    status_code = 401
+    headers: ClassVar[dict[str, str] | None] = {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(ServiceError):
+    """An admin endpoint called with the wrong bearer token."""
+
+    status_code = 403
 
 
 class NotFound(ServiceError):

@@ -52,6 +52,14 @@ class Metrics:
             multiprocess_mode="livesum",  # every live worker's queue, added up
         )
 
+        self.load_failures = Counter(
+            "mnist_model_load_failures",
+            "Model versions refused: files not matching the manifest, ONNX that does not load, "
+            "a failed smoke check. Counted once per version and set of files.",
+            ["variant"],
+            registry=registry,
+        )
+
     def exposition(self) -> bytes:
         """One scrape in Prometheus' text format: this process's metrics, or every worker's
         summed in multiprocess mode."""

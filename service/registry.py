@@ -1,46 +1,37 @@
-"""The model registry: finds, verifies, loads and warms up the exported models, one per variant.
+"""The model registry: which versions of which variants serve, and how they change while the
+service runs.
 
-The served variants are the models directory's: every `<variant>/` holding a version with a
-manifest, narrowed by `MNIST_VARIANTS`. ONNX models load at start-up (in a thread, so
-/health/live answers meanwhile); SavedModels load on first use, only where TensorFlow is
-installed. Each (variant, backend) gets a batcher.
+Every variant directory under MNIST_MODELS_DIR (narrowed by MNIST_VARIANTS) is a model; its
+integer-named subdirectories with a manifest are versions. `sync` makes the versions that
+serve match the version policy: new ones are loaded in a worker thread (verified, smoke
+checked, see `model_loading`) while the old ones keep serving, then swapped in by replacing
+one dict; retired ones stop once their in-flight requests have finished. A version that fails
+to load is recorded with its reason and not retried until its files change. The poller runs
+`sync` every MNIST_MODEL_POLL_S; the model-repository endpoints call it on demand.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mnist_shared.manifest import Manifest, latest_version, list_versions
-from mnist_shared.preprocessing import IMAGE_SIZE
-from service.backends import Backend, OnnxBackend, SavedModelBackend, installed_backends
+from mnist_shared.manifest import list_versions
+from service.backends import Backend, SavedModelBackend
 from service.batching import InFlight, MicroBatcher
 from service.errors import NotFound, NotReady
 from service.metrics import Metrics
+from service.model_loading import LoadFailed, fingerprint, load_version, smoke_check
+from service.model_slots import LoadedModel, VariantSlot, VersionFailure
 from service.settings import Settings
+from service.version_policy import VersionPolicy
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class LoadedModel:
-    variant: str
-    version_dir: Path
-    manifest: Manifest
-    batchers: dict[str, MicroBatcher] = field(default_factory=dict)
-
-
-def warm_up(backend: Backend) -> None:
-    """One inference so the first request does not pay for lazy initialization."""
-    probabilities = backend.predict(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32))
-    if probabilities.shape != (1, 10) or not np.isfinite(probabilities).all():
-        raise ValueError(f"warm-up produced {probabilities.shape} / non-finite probabilities")
 
 
 class ModelRegistry:
@@ -51,69 +42,132 @@ class ModelRegistry:
         self._metrics = metrics
         self._executor = executor
         self._in_flight = in_flight
-        self._models: dict[str, LoadedModel] = {}
-        self._errors: dict[str, str] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
-        self.variants: list[str] = discover_variants(settings)
-        self.loading = True
+        self.policy = VersionPolicy.parse(settings.version_policy)
+        self._variants = {name: VariantSlot(name) for name in discover_variants(settings)}
+        self._background: set[asyncio.Task[None]] = set()
+        self.loading = True  # until the first sync has finished
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    async def load(self) -> None:
-        """Load every served variant's ONNX model; errors are kept for /health/ready."""
-        if not self.variants:
-            self._errors["models"] = self.no_models_message()
-        for variant in self.variants:
-            try:
-                model, backend = await asyncio.to_thread(self._load_onnx, variant)
-            except Exception as error:  # a broken model must not take the others down
-                logger.error("could not load %s: %s", variant, error)
-                self._errors[variant] = str(error)
-                continue
-            self._models[variant] = model
-            self._add_batcher(model, backend)
+    async def start(self, *, poll: bool = True) -> None:
+        """Load what the policy serves, then poll the models directory (unless turned off)."""
+        await self.sync_all()
         self.loading = False
-        logger.info("models loaded: %s; failed: %s", sorted(self._models), self._errors or "none")
+        logger.info("serving %s", self.readiness()["loaded"] or "nothing")
+        if poll and self._settings.model_poll_s > 0:
+            self._spawn(self._poll_forever())
 
     async def close(self) -> None:
-        for model in self._models.values():
-            for batcher in model.batchers.values():
-                await batcher.stop()
+        for task in list(self._background):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for slot in self._variants.values():
+            for model in slot.serving.values():
+                await model.stop()
+
+    async def sync_all(self) -> None:
+        if not self._settings.variants:  # a variant directory created since start
+            for name in discover_variants(self._settings):
+                self._variants.setdefault(name, VariantSlot(name))
+        for name in list(self._variants):
+            await self.sync(name)
+
+    async def sync(self, variant: str, *, retry_failed: bool = False) -> None:
+        """Make `variant`'s serving versions match the policy and the files on disk."""
+        slot = self._variants[variant]
+        async with slot.lock:
+            on_disk = list_versions(self._variant_dir(variant))
+            self._forget_stale_failures(slot, on_disk, retry_failed)
+            while not slot.unloaded:
+                wanted = self.policy.select(on_disk, failed=slot.failures)
+                missing = [version for version in wanted if version not in slot.serving]
+                if not missing:
+                    break
+                await self._load(slot, missing[-1])  # newest first: it is what `latest` serves
+            wanted = [] if slot.unloaded else self.policy.select(on_disk, failed=slot.failures)
+            self._retire(slot, [version for version in slot.serving if version not in wanted])
+
+    async def load_now(self, variant: str) -> None:
+        """The repository's `load`: serve `variant` again, retrying failed versions; LoadFailed
+        (with the reason) unless the newest version the policy allows ends up serving."""
+        if variant not in self._variants and not self._settings.variants:
+            await self.sync_all()  # a variant directory created since the last poll
+        slot = self._known(variant)
+        slot.unloaded = False
+        await self.sync(variant, retry_failed=True)
+        wanted = self.policy.select(list_versions(self._variant_dir(variant)))
+        if not wanted:
+            raise LoadFailed(f"no version of {variant!r} on disk matches the policy {self.policy}")
+        if wanted[-1] not in slot.serving:
+            failure = slot.failures.get(wanted[-1])
+            reason = failure.reason if failure else "it did not load"
+            raise LoadFailed(f"version {wanted[-1]} of {variant!r} is not served: {reason}")
+
+    async def unload(self, variant: str) -> None:
+        """The repository's `unload`: stop serving `variant` until `load_now` is called."""
+        slot = self._known(variant)
+        async with slot.lock:
+            slot.unloaded = True
+            self._retire(slot, list(slot.serving))
+
+    # -- serving ------------------------------------------------------------------------------
+
+    @property
+    def variants(self) -> list[str]:
+        """The variants meant to be served (every known one except those unloaded)."""
+        return [name for name, slot in sorted(self._variants.items()) if not slot.unloaded]
+
+    @property
+    def known_variants(self) -> list[str]:
+        return sorted(self._variants)
+
+    def model(self, variant: str, version: int | None = None) -> LoadedModel:
+        """The serving model of `variant` (its newest version, or `version`); NotFound /
+        NotReady, saying why, otherwise."""
+        slot = self._known(variant)
+        serving = slot.serving
+        if version is not None and version in serving:
+            return serving[version]
+        if version is not None and serving:
+            raise NotFound(
+                f"version {version} of model {variant!r} is not loaded; loaded: "
+                f"{', '.join(map(str, sorted(serving)))}. Ask for one of those, or none for "
+                "the latest."
+            )
+        if serving:
+            return serving[max(serving)]
+        raise NotReady(self._why_not_serving(slot))
+
+    async def predict(self, model: LoadedModel, backend: str, images: np.ndarray) -> np.ndarray:
+        model.in_flight += 1
+        try:
+            if backend not in model.batchers:
+                await self._load_savedmodel(model)
+            return await model.batchers[backend].predict(images)
+        finally:
+            model.in_flight -= 1
 
     @property
     def ready(self) -> bool:
-        served = set(self.variants)
-        return not self.loading and bool(self._models) and served <= self._models.keys()
+        served = [self._variants[name] for name in self.variants]
+        return not self.loading and bool(served) and all(slot.serving for slot in served)
 
     def readiness(self) -> dict[str, Any]:
+        errors = {
+            name: self._why_not_serving(self._variants[name])
+            for name in self.variants
+            if not self._variants[name].serving and not self.loading
+        }
+        if not self._variants:
+            errors["models"] = self.no_models_message()
+        loaded = {name: slot.latest() for name, slot in sorted(self._variants.items())}
         return {
             "ready": self.ready,
             "loading": self.loading,
-            "loaded": {v: m.manifest.version for v, m in sorted(self._models.items())},
-            "errors": self._errors,
+            "loaded": {name: model.version for name, model in loaded.items() if model},
+            "errors": errors,
         }
-
-    # -- inference ----------------------------------------------------------------------------
-
-    async def predict(
-        self, variant: str, backend: str, images: np.ndarray
-    ) -> tuple[Manifest, np.ndarray]:
-        model = self.model(variant)
-        if backend not in model.batchers:
-            await self._load_savedmodel(model)
-        return model.manifest, await model.batchers[backend].predict(images)
-
-    def model(self, variant: str) -> LoadedModel:
-        """The loaded model of `variant`; NotFound / NotReady (saying why) otherwise."""
-        if variant in self._models:
-            return self._models[variant]
-        if variant not in self.variants:
-            raise NotFound(
-                f"unknown model {variant!r}: served models are {', '.join(self.variants)}."
-            )
-        if self.loading:
-            raise NotReady(f"variant {variant!r} is still loading; retry in a few seconds.")
-        raise NotReady(f"variant {variant!r} failed to load: {self._errors.get(variant)}")
 
     def no_models_message(self, where: Path | None = None) -> str:
         return (
@@ -121,25 +175,125 @@ class ModelRegistry:
             "train one with `make train` or point MNIST_MODELS_DIR at the models directory."
         )
 
-    def _load_onnx(self, variant: str) -> tuple[LoadedModel, Backend]:
-        variant_dir = self._settings.models_dir / variant
-        version = latest_version(variant_dir)
-        if version is None:
-            raise FileNotFoundError(self.no_models_message(variant_dir))
-        version_dir = variant_dir / str(version)
-        manifest = Manifest.read(version_dir)
-        backend = OnnxBackend(version_dir, manifest, self._settings.inference_threads)
-        warm_up(backend)
-        logger.info("loaded %s version %d (onnx) from %s", variant, version, version_dir)
-        return LoadedModel(variant, version_dir, manifest), backend
+    # -- description --------------------------------------------------------------------------
+
+    def index(self) -> list[dict[str, Any]]:
+        """Every variant's versions on disk (and loaded), each with its state."""
+        rows = []
+        for name, slot in sorted(self._variants.items()):
+            on_disk = set(list_versions(self._variant_dir(name))) | slot.serving.keys()
+            for version in sorted(on_disk):
+                row = {"name": name, "version": version, "state": slot.state(version)}
+                if version in slot.failures:
+                    row["reason"] = slot.failures[version].reason
+                rows.append(row)
+        return rows
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Per variant: its versions with their states, and the newest serving one's spec."""
+        index = self.index()
+        described = []
+        for name, slot in sorted(self._variants.items()):
+            entry: dict[str, Any] = {
+                "variant": name,
+                "versions": [
+                    {key: value for key, value in row.items() if key != "name"}
+                    for row in index
+                    if row["name"] == name
+                ],
+                "loaded": bool(slot.serving),
+                "unloaded": slot.unloaded,
+            }
+            if (model := slot.latest()) is not None:
+                entry |= model.description()
+            else:
+                entry["error"] = self._why_not_serving(slot)
+            described.append(entry)
+        return described
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _known(self, variant: str) -> VariantSlot:
+        if variant not in self._variants:
+            known = ", ".join(sorted(self._variants)) or "none"
+            raise NotFound(f"unknown model {variant!r}: served models are {known}.")
+        return self._variants[variant]
+
+    def _variant_dir(self, variant: str) -> Path:
+        return self._settings.models_dir / variant
+
+    def _why_not_serving(self, slot: VariantSlot) -> str:
+        if slot.unloaded:
+            return (
+                f"model {slot.name!r} is unloaded; load it with "
+                f"POST /v2/repository/models/{slot.name}/load."
+            )
+        if self.loading or slot.loading:
+            return f"model {slot.name!r} is still loading; retry in a few seconds."
+        if slot.failures:
+            newest = max(slot.failures)
+            return (
+                f"model {slot.name!r} failed to load: version {newest}: "
+                f"{slot.failures[newest].reason}"
+            )
+        return self.no_models_message(self._variant_dir(slot.name))
+
+    def _forget_stale_failures(
+        self, slot: VariantSlot, on_disk: list[int], everything: bool
+    ) -> None:
+        for version, failure in list(slot.failures.items()):
+            version_dir = self._variant_dir(slot.name) / str(version)
+            if everything or version not in on_disk or fingerprint(version_dir) != failure.files:
+                del slot.failures[version]
+
+    async def _load(self, slot: VariantSlot, version: int) -> None:
+        version_dir = self._variant_dir(slot.name) / str(version)
+        files = fingerprint(version_dir)
+        slot.loading.add(version)
+        try:
+            threads = self._settings.inference_threads
+            manifest, backend = await asyncio.to_thread(load_version, version_dir, threads)
+        except LoadFailed as error:
+            slot.failures[version] = VersionFailure(str(error), files)
+            self._metrics.load_failures.labels(variant=slot.name).inc()
+            logger.error("refused %s version %d: %s", slot.name, version, error)
+            return
+        finally:
+            slot.loading.discard(version)
+        model = LoadedModel(slot.name, version_dir, manifest)
+        self._add_batcher(model, backend)
+        slot.serving = {**slot.serving, version: model}  # the swap: one assignment
+        logger.info("serving %s version %d (onnx) from %s", slot.name, version, version_dir)
+
+    def _retire(self, slot: VariantSlot, versions: list[int]) -> None:
+        if not versions:
+            return
+        retired = [slot.serving[version] for version in versions]
+        slot.serving = {v: m for v, m in slot.serving.items() if v not in versions}
+        for model in retired:
+            logger.info("retiring %s version %d", model.variant, model.version)
+            self._spawn(model.stop_when_idle())
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _poll_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.model_poll_s)
+            try:
+                await self.sync_all()
+            except Exception:  # a poll must never stop polling
+                logger.exception("polling %s failed", self._settings.models_dir)
 
     async def _load_savedmodel(self, model: LoadedModel) -> None:
-        lock = self._locks.setdefault(model.variant, asyncio.Lock())
-        async with lock:
-            if "savedmodel" in model.batchers:
+        slot = self._variants[model.variant]
+        async with slot.lock:
+            if SavedModelBackend.name in model.batchers:
                 return
             backend = await asyncio.to_thread(SavedModelBackend, model.version_dir, model.manifest)
-            await asyncio.to_thread(warm_up, backend)
+            await asyncio.to_thread(smoke_check, backend)
             self._add_batcher(model, backend)
 
     def _add_batcher(self, model: LoadedModel, backend: Backend) -> None:
@@ -152,40 +306,10 @@ class ModelRegistry:
             on_batch=self._metrics.batch_size.labels(**labels).observe,
             on_queue_change=self._metrics.queue_depth.labels(**labels).inc,
             in_flight=self._in_flight,
-            name=f"{model.variant}/{backend.name}",
+            name=f"{model.variant}/{model.version}/{backend.name}",
         )
         batcher.start()
         model.batchers[backend.name] = batcher
-
-    # -- description --------------------------------------------------------------------------
-
-    def describe(self) -> list[dict[str, Any]]:
-        """Per served variant: versions on disk, the one served, backends, spec, accuracy."""
-        described = []
-        for variant in self.variants:
-            versions = list_versions(self._settings.models_dir / variant)
-            model = self._models.get(variant)
-            entry: dict[str, Any] = {
-                "variant": variant,
-                "versions": versions,
-                "loaded": bool(model),
-            }
-            if model is not None:
-                manifest = model.manifest
-                entry |= {
-                    "served_version": manifest.version,
-                    "architecture": manifest.architecture,
-                    "backends": installed_backends(),
-                    "input": manifest.input.model_dump(),
-                    "output": manifest.output.model_dump(),
-                    "test_accuracy": manifest.test_accuracy,
-                    "test_samples": manifest.test_samples,
-                    "created_at": manifest.created_at,
-                }
-            else:
-                entry["error"] = self._errors.get(variant, "loading")
-            described.append(entry)
-        return described
 
 
 def discover_variants(settings: Settings) -> list[str]:

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import anyio
 import numpy as np
 from fastapi import Request
-from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
 from service.decoding import Limits, check_count, decode_images, parse_json
@@ -18,6 +14,7 @@ from service.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from service.multipart import parse_multipart
 
 ACCEPTED_TYPES = (
     "multipart/form-data (parts named 'file'), image/png, image/jpeg, image/webp, image/bmp, "
@@ -63,7 +60,7 @@ async def read_images(request: Request, max_bytes: int, limits: Limits) -> np.nd
         raise UnsupportedMediaType(f"unsupported content type {shown!r}: send {ACCEPTED_TYPES}.")
     body = await read_body(request, max_bytes)
     if is_multipart:
-        payloads = await _multipart_files(request, body, limits)
+        payloads = _multipart_files(request.headers["content-type"], body, limits)
         return await run_decoder(decode_images, payloads, limits, len(body))
     if is_image:
         return await run_decoder(decode_images, [("image", body)], limits, len(body))
@@ -79,33 +76,19 @@ async def run_decoder(function: object, payload: object, limits: Limits, size: i
     return await anyio.to_thread.run_sync(function, payload, limits)  # type: ignore[arg-type]
 
 
-async def _multipart_files(
-    request: Request, body: bytes, limits: Limits
-) -> list[tuple[str, bytes]]:
-    async def once() -> AsyncIterator[bytes]:
-        yield body
-
-    parser = MultiPartParser(
-        request.headers, once(), max_files=limits.max_images + 1, max_fields=limits.max_images + 1
-    )
-    try:
-        form = await parser.parse()
-    except MultiPartException as error:
-        raise BadRequest(f"malformed multipart body ({error.message}).") from None
-    try:
-        files = form.getlist("file")
-        if not files and form:
-            names = ", ".join(sorted({repr(name) for name in form})) or "none"
-            raise BadRequest(
-                f"the request holds no image: no multipart part is named 'file' (the parts sent "
-                f"were {names}). Send each image as a part named file (curl -F file=@digit.png)."
-            )
-        if not all(isinstance(item, UploadFile) for item in files):
-            raise BadRequest("multipart part 'file' must be a file upload, not a text field.")
-        check_count(len(files), limits)
-        return [
-            (f"file[{i}] ({item.filename or 'unnamed'})", await item.read())
-            for i, item in enumerate(files)
-        ]
-    finally:
-        await form.close()
+def _multipart_files(content_type: str, body: bytes, limits: Limits) -> list[tuple[str, bytes]]:
+    parts = parse_multipart(content_type, body, max_parts=limits.max_images + 1)
+    files = [part for part in parts if part.name == "file"]
+    if not files and parts:
+        names = ", ".join(sorted({repr(part.name) for part in parts}))
+        raise BadRequest(
+            f"the request holds no image: no multipart part is named 'file' (the parts sent "
+            f"were {names}). Send each image as a part named file (curl -F file=@digit.png)."
+        )
+    if any(part.filename is None for part in files):
+        raise BadRequest("multipart part 'file' must be a file upload, not a text field.")
+    check_count(len(files), limits)
+    return [
+        (f"file[{i}] ({part.filename or 'unnamed'})", bytes(part.data))
+        for i, part in enumerate(files)
+    ]

@@ -45,6 +45,27 @@ PREDICTION_EXAMPLE = {
     ],
 }
 
+PREDICT_PARAMETERS = [
+    {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": {"type": kind} | ({"enum": enum} if enum else {}),
+    }
+    for name, kind, enum, description in [
+        ("variant", "string", None, "group, instance, layer or all; default: the first served."),
+        ("backend", "string", ["onnx", "savedmodel"], "onnx (default) or savedmodel."),
+        ("version", "integer", None, "a loaded model version; default: the newest serving."),
+        (
+            "return_input",
+            "boolean",
+            None,
+            "add each image as the model saw it: a 28x28 base64 PNG.",
+        ),
+    ]
+]
+
 PREDICT_REQUEST_BODIES = {
     "multipart/form-data": {
         "schema": {

@@ -9,10 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.backends import BACKENDS
+from service.version_policy import VersionPolicy
 
 
 class Settings(BaseSettings):
@@ -34,6 +35,22 @@ class Settings(BaseSettings):
         [],
         description="Variants to serve, comma separated (e.g. group,layer); empty: every "
         "variant in the models directory.",
+    )
+    model_poll_s: float = Field(
+        10.0,
+        ge=0,
+        description="Seconds between scans of the models directory for new or changed versions; "
+        "0 turns polling off (then only POST /v2/repository/models/<variant>/load changes them).",
+    )
+    version_policy: str = Field(
+        "latest",
+        description="Versions served per variant: latest (= latest:1), latest:N or "
+        "specific:V1,V2 (as TF Serving and Triton).",
+    )
+    admin_token: SecretStr | None = Field(
+        None,
+        description="Bearer token required by the /v2/repository endpoints (load, unload, "
+        "index); unset: they are open, so set it wherever others can reach the port.",
     )
     default_variant: str = Field(
         "", description="Variant used when a request names none; empty: the first served."
@@ -70,6 +87,17 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("version_policy")
+    @classmethod
+    def _valid_policy(cls, value: str) -> str:
+        VersionPolicy.parse(value)  # ValueError says what the spellings are
+        return value
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
     @field_validator("default_backend")
     @classmethod
     def _known_backend(cls, value: str) -> str:
@@ -91,7 +119,7 @@ def env_table() -> str:
     """Markdown table of every setting: variable, default, description."""
     rows = ["| variable | default | description |", "| --- | --- | --- |"]
     for name, field in Settings.model_fields.items():
-        default = field.default
+        default = "" if field.default is None else field.default
         if isinstance(default, list):
             default = ",".join(default)
         rows.append(f"| `MNIST_{name.upper()}` | `{default}` | {field.description} |")

@@ -25,13 +25,14 @@ class Server:
     """`python -m service` in a subprocess: tritonclient.grpc registers the protocol's proto
     messages in this process, and the service's own stubs define the same names."""
 
-    def __init__(self, models_dir: Path) -> None:
+    def __init__(self, models_dir: Path, env: dict[str, str] | None = None) -> None:
         self.port, self.grpc_port = free_port(), free_port()
         env = {
             **os.environ,
             "MNIST_PORT": str(self.port),
             "MNIST_GRPC_PORT": str(self.grpc_port),
             "MNIST_MODELS_DIR": str(models_dir),
+            **(env or {}),
         }
         self.process = subprocess.Popen(
             [sys.executable, "-m", "service"],

@@ -46,3 +46,41 @@ def test_multipart_part_with_another_name_is_named(client):
         "the request holds no image: no multipart part is named 'file' (the parts sent were "
         "'image', 'picture'). Send each image as a part named file (curl -F file=@digit.png)."
     )
+
+
+def test_return_input_that_is_not_a_boolean_is_named(client):
+    response = client.post("/predict", params={"return_input": "maybe"}, json={"pixels": []})
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "invalid request: query.return_input: 'maybe' is not a boolean; use true or false."
+    }
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "message"),
+    [
+        ("multipart/form-data", b"--xx--\r\n", "no boundary in the Content-Type header"),
+        (
+            "multipart/form-data; boundary=xx",
+            b"--xx\r\nContent-Disposition: form-data\r\n\r\nabc\r\n--xx--\r\n",
+            'a part has no Content-Disposition "name"',
+        ),
+        (
+            "multipart/form-data; boundary=xx",
+            b"--xx\r\nContent-Disposition: form-data; name=file; filename=a.png\r\n\r\nabc",
+            "it ends inside a part",
+        ),
+    ],
+    ids=["no_boundary", "part_without_name", "truncated"],
+)
+def test_malformed_multipart_says_what_is_wrong(client, content_type, body, message):
+    response = client.post("/predict", content=body, headers={"content-type": content_type})
+    assert response.status_code == 400
+    assert message in response.json()["error"]
+
+
+def test_too_many_multipart_parts_is_413(client):
+    files = [("file", (f"{i}.png", b"x", "image/png")) for i in range(66)]
+    response = client.post("/predict", files=files)
+    assert response.status_code == 413
+    assert "more than 65 multipart parts" in response.json()["error"]

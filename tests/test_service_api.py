@@ -337,7 +337,8 @@ def test_models_endpoint(client):
     models = {m["variant"]: m for m in client.get("/models").json()["models"]}
     assert set(models) == {"group", "instance", "layer"}
     for entry in models.values():
-        assert entry["loaded"] and entry["served_version"] in entry["versions"]
+        assert entry["loaded"] and not entry["unloaded"]
+        assert {"version": entry["served_version"], "state": "serving"} in entry["versions"]
         assert "onnx" in entry["backends"]
         assert entry["input"]["shape"] == [None, 28, 28]
         assert 0.98 <= entry["test_accuracy"] <= 1.0

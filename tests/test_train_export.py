@@ -77,7 +77,7 @@ def test_manifest_detects_tampering(exported, tmp_path):
     shutil.copytree(exported / "group" / "1", copy)
     with (copy / "model.onnx").open("ab") as handle:
         handle.write(b"\0")
-    with pytest.raises(ValueError, match=r"model.onnx: sha256 .* does not match the manifest"):
+    with pytest.raises(ValueError, match=r"sha256 of model.onnx .* does not match the manifest"):
         verify_artifacts(copy, Manifest.read(copy))
 
 

@@ -1,0 +1,96 @@
+"""Loading one model version so that it is fit to take traffic: the manifest read, the ONNX
+file's sha256 checked against it, the session built and a smoke check passed.
+
+Blocking work: the registry calls `load_version` in a worker thread, so requests keep being
+served while a new version loads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from pydantic import ValidationError
+
+from mnist_shared.manifest import MANIFEST_NAME, Manifest
+from mnist_shared.preprocessing import IMAGE_SIZE
+from service.backends import Backend, OnnxBackend
+
+# What a version's files looked like when it was tried: (path, size, mtime) of each file. A
+# failed version is retried only once this changes, so a broken export is reported once, not
+# at every poll.
+Fingerprint = tuple[tuple[str, int, int], ...]
+
+
+class LoadFailed(Exception):
+    """A version that must not serve; the message is the reason shown in /models."""
+
+
+def fingerprint(version_dir: Path) -> Fingerprint:
+    entries = []
+    for path in sorted(version_dir.rglob("*")):
+        if path.is_file():
+            stat = path.stat()
+            entries.append(
+                (path.relative_to(version_dir).as_posix(), stat.st_size, stat.st_mtime_ns)
+            )
+    return tuple(entries)
+
+
+def load_version(version_dir: Path, threads: int) -> tuple[Manifest, Backend]:
+    """The version's manifest and its verified, smoke-checked ONNX backend; LoadFailed saying
+    why otherwise."""
+    try:
+        manifest = Manifest.read(version_dir)
+    except (OSError, ValidationError, ValueError) as error:
+        raise LoadFailed(f"{MANIFEST_NAME} cannot be read ({_first_line(error)})") from None
+    if str(manifest.version) != version_dir.name:
+        raise LoadFailed(
+            f"{MANIFEST_NAME} says version {manifest.version} but the directory is "
+            f"{version_dir.name}: re-export the model instead of renaming its directory"
+        )
+    try:
+        backend = OnnxBackend(version_dir, manifest, threads)
+    except ValueError as error:  # verify_artifacts: a missing file or a sha256 mismatch
+        raise LoadFailed(str(error)) from None
+    except Exception as error:  # onnxruntime's own errors share no base class
+        raise LoadFailed(
+            f"{manifest.onnx_file} does not load in onnxruntime ({_first_line(error)})"
+        ) from None
+    smoke_check(backend)
+    return manifest, backend
+
+
+def smoke_check(backend: Backend) -> None:
+    """Fixed inputs through the model (which also warms it up): shape (N, 10), finite, each
+    row a probability distribution."""
+    images = _smoke_images()
+    try:
+        probabilities = np.asarray(backend.predict(images))
+    except Exception as error:
+        raise LoadFailed(f"smoke check: inference raised {_first_line(error)}") from None
+    if probabilities.shape != (len(images), 10):
+        raise LoadFailed(
+            f"smoke check: output shape {probabilities.shape}, expected ({len(images)}, 10)"
+        )
+    if not np.isfinite(probabilities).all():
+        raise LoadFailed("smoke check: the probabilities are not all finite (NaN or infinity)")
+    sums = probabilities.sum(axis=1)
+    if (probabilities < 0).any() or not np.allclose(sums, 1.0, atol=1e-3):
+        raise LoadFailed(
+            f"smoke check: rows are not probability distributions (row sums {sums.min():.4f}"
+            f"..{sums.max():.4f}, expected 1)"
+        )
+
+
+def _smoke_images() -> np.ndarray:
+    blank = np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32)
+    bar = blank.copy()
+    bar[4:24, 13:15] = 1.0  # a "1"
+    noise = np.random.default_rng(0).random((IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+    return np.stack([blank, bar, noise, np.ones_like(blank)])
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__

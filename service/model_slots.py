@@ -1,0 +1,78 @@
+"""What the registry holds per variant: the versions serving (each with its batchers), those
+loading and those refused, and the state of any version on disk."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mnist_shared.manifest import Manifest
+from service.backends import installed_backends
+from service.batching import MicroBatcher
+from service.model_loading import Fingerprint
+
+SERVING, LOADING, AVAILABLE, FAILED = "serving", "loading", "available", "failed"
+_RETIRE_POLL_S = 0.05
+
+
+@dataclass
+class LoadedModel:
+    variant: str
+    version_dir: Path
+    manifest: Manifest
+    batchers: dict[str, MicroBatcher] = field(default_factory=dict)
+    in_flight: int = 0  # requests using this version now; it retires when they are done
+
+    @property
+    def version(self) -> int:
+        return self.manifest.version
+
+    async def stop_when_idle(self) -> None:
+        while self.in_flight:
+            await asyncio.sleep(_RETIRE_POLL_S)
+        await self.stop()
+
+    async def stop(self) -> None:
+        for batcher in self.batchers.values():
+            await batcher.stop()
+
+    def description(self) -> dict[str, Any]:
+        manifest = self.manifest
+        return {
+            "served_version": manifest.version,
+            "architecture": manifest.architecture,
+            "backends": installed_backends(),
+            "input": manifest.input.model_dump(),
+            "output": manifest.output.model_dump(),
+            "test_accuracy": manifest.test_accuracy,
+            "test_samples": manifest.test_samples,
+            "created_at": manifest.created_at,
+        }
+
+
+@dataclass
+class VersionFailure:
+    reason: str
+    files: Fingerprint  # retried only once these change
+
+
+@dataclass
+class VariantSlot:
+    name: str
+    serving: dict[int, LoadedModel] = field(default_factory=dict)  # replaced, never mutated
+    loading: set[int] = field(default_factory=set)
+    failures: dict[int, VersionFailure] = field(default_factory=dict)
+    unloaded: bool = False  # by the repository API: stays so until `load` is called
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def latest(self) -> LoadedModel | None:
+        return self.serving[max(self.serving)] if self.serving else None
+
+    def state(self, version: int) -> str:
+        if version in self.serving:
+            return SERVING
+        if version in self.loading:
+            return LOADING
+        return FAILED if version in self.failures else AVAILABLE
