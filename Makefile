@@ -44,6 +44,8 @@ bench: $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/layer_train_step.py || status=1; \
 	$(BIN)/python benchmarks/normalization_cost.py || status=1; \
 	$(BIN)/python benchmarks/http_load.py || status=1; \
+	$(BIN)/python benchmarks/overload.py || status=1; \
+	$(BIN)/python benchmarks/soak.py || status=1; \
 	exit $$status
 
 # The Open Inference Protocol's gRPC stubs, committed; a test checks they match the .proto.

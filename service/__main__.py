@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Iterator
+from types import FrameType
+from typing import Any
 
 from service.settings import Settings, env_table
 
@@ -57,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    # uvicorn re-raises SIGTERM after its graceful shutdown, with the handler it found at start:
+    # make that a clean exit (status 0) rather than death by the signal (status 143).
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     with _shared_metrics(settings.workers):
         uvicorn.run(
             "service.asgi:app",
@@ -64,9 +71,28 @@ def main(argv: list[str] | None = None) -> int:
             port=settings.port,
             workers=settings.workers,
             log_level=settings.log_level,
-            timeout_graceful_shutdown=10,
+            timeout_graceful_shutdown=settings.shutdown_grace_s,
+            log_config=_log_config(settings.log_level),
         )
     return 0
+
+
+def _log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging, with the service's own loggers (model loads and refusals, shutdown)
+    written through the same handler; applied by uvicorn in every worker."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["service"] = {
+        "handlers": ["default"],
+        "level": level.upper(),
+        "propagate": False,
+    }
+    return config
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 @contextlib.contextmanager

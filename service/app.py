@@ -9,9 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from types import FrameType
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -29,6 +32,7 @@ from service.pages import add_pages
 from service.registry import ModelRegistry
 from service.routes import router
 from service.settings import Settings
+from service.shedding import ShedWhenFull
 from service.v2_repository import router as v2_repository_router
 from service.v2_rest import router as v2_router
 
@@ -48,6 +52,7 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
         app.state.registry = registry
         app.state.dataplane = DataPlane(settings, registry, metrics, in_flight)
         loader = asyncio.create_task(registry.start()) if load_models else None
+        _drain_on_sigterm(app.state.dataplane)
         grpc_server = await _start_grpc(app.state.dataplane, settings)
         try:
             yield
@@ -71,12 +76,30 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
     )
     app.state.settings = settings
     app.state.metrics = metrics
+    app.add_middleware(ShedWhenFull)
     _add_error_handlers(app)
     app.include_router(router)
     app.include_router(v2_router)
     app.include_router(v2_repository_router)
     add_pages(app)
     return app
+
+
+def _drain_on_sigterm(dataplane: DataPlane) -> None:
+    """Readiness turns 503 the moment SIGTERM arrives, before uvicorn (whose handler this
+    chains to) stops accepting and lets the accepted requests finish within
+    MNIST_SHUTDOWN_GRACE_S. Only in the main thread: where signals are delivered."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        dataplane.draining = True
+        logger.info("SIGTERM: not ready any more; finishing the accepted requests")
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 async def _start_grpc(dataplane: DataPlane, settings: Settings) -> Any:

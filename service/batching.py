@@ -5,7 +5,8 @@ request, waits up to `max_wait_s` for company (only while other requests are in 
 drains the queue up to `max_batch_size` images and runs the model in the inference thread
 pool (never on the event loop). While that batch runs,
 new requests queue up and form the next batch, so under load batches fill without waiting.
-If the model raises, every request of that batch fails with `InferenceFailed`.
+If the model raises on a merged batch, each of its requests is run once more alone: only the
+ones that fail again get `InferenceFailed`.
 """
 
 from __future__ import annotations
@@ -135,7 +136,10 @@ class MicroBatcher:
         try:
             probabilities = await self._run_in_executor(images)
         except InferenceFailed as error:
-            _fail(live, error.message)
+            if len(live) == 1:
+                _fail(live, error.message)
+            else:
+                await self._run_each_alone(live)
             return
         except asyncio.CancelledError:
             _fail(live, "the service is shutting down; retry on another replica")
@@ -146,6 +150,24 @@ class MicroBatcher:
             if not pending.future.done():
                 pending.future.set_result(probabilities[start:end])
             start = end
+
+    async def _run_each_alone(self, batch: list[_Pending]) -> None:
+        """After a merged batch failed: each request once more on its own, so that one bad
+        request fails alone instead of taking its neighbours down with it."""
+        for pending in batch:
+            if pending.future.done():
+                continue
+            try:
+                result = await self._run_in_executor(pending.images)
+            except asyncio.CancelledError:
+                _fail(batch, "the service is shutting down; retry on another replica")
+                raise
+            except InferenceFailed as error:
+                if not pending.future.done():
+                    pending.future.set_exception(InferenceFailed(error.message))
+                continue
+            if not pending.future.done():
+                pending.future.set_result(result)
 
     async def _run_in_executor(self, images: np.ndarray) -> np.ndarray:
         loop = asyncio.get_running_loop()

@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from mnist_shared.preprocessing import IMAGE_SIZE
+from service.admission import Admission
 from service.backends import BACKENDS
 from service.batching import InFlight
-from service.errors import BadRequest, NotReady, ServiceError
+from service.errors import BadRequest, GatewayTimeout, NotReady, Overloaded, ServiceError
 from service.metrics import Metrics
 from service.model_loading import LoadFailed
 from service.model_slots import SERVING, LoadedModel
@@ -55,14 +56,19 @@ class DataPlane:
         self._registry = registry
         self._metrics = metrics
         self._in_flight = in_flight
+        self._admission = Admission(settings.max_queued_images)
+        self.draining = False  # SIGTERM received: finishing what was accepted, then exiting
 
     # -- health and metadata ------------------------------------------------------------------
 
     def ready(self) -> bool:
-        return self._registry.ready
+        return self._registry.ready and not self.draining
 
     def readiness(self) -> dict[str, Any]:
-        return self._registry.readiness()
+        state = self._registry.readiness()
+        if self.draining:
+            state |= {"ready": False, "draining": True}
+        return state
 
     def model_ready(self, name: str, version: int | None = None) -> bool:
         """Whether `name` (at `version`) can answer; NotFound for a model never served."""
@@ -181,17 +187,60 @@ class DataPlane:
             for model, probabilities in zip(models, answers, strict=True)
         ]
 
-    @contextmanager
-    def request(self, label: str) -> Iterator[None]:
-        """One inference request, from its first byte to its answer: counted in flight (the
-        batchers wait for company only when there is some) and in the request metrics."""
-        started, status = time.perf_counter(), 500
+    @asynccontextmanager
+    async def admitted(self, image_inferences: int) -> AsyncIterator[None]:
+        """Room for `image_inferences` (images x variants) in the bounded queue until the
+        answer, or Overloaded (503 with Retry-After) at once. Taken before decoding, so that a
+        shed request costs no decoding."""
+        self._admission.admit(image_inferences)
         try:
-            with self._in_flight:
-                yield
+            yield
+        finally:
+            self._admission.release(image_inferences)
+
+    def shed_at_door(self, name: str | None) -> Overloaded | None:
+        """Overloaded (counted as a shed 503) when the queue is full, before anything is read:
+        under a retry storm a shed request must cost next to nothing, or shedding alone would
+        fill the event loop and starve the requests being served."""
+        try:
+            self._admission.check_room()
+        except Overloaded as error:
+            label = self.metric_label(name)
+            self._metrics.shed.labels(variant=label).inc()
+            self._metrics.requests.labels(variant=label, status=str(error.status_code)).inc()
+            return error
+        return None
+
+    def metric_label(self, name: str | None) -> str:
+        """The variant label of a request's metrics: a known variant, `all`, else `other` (a
+        label per misspelt name would grow the metrics without bound)."""
+        name = name or self.default_variant
+        return name if name in self._registry.known_variants or name == ALL_VARIANTS else "other"
+
+    @asynccontextmanager
+    async def request(self, name: str) -> AsyncIterator[None]:
+        """One inference request, from its first byte to its answer: shed at once when the
+        queue is full, answered within MNIST_REQUEST_TIMEOUT_S (else 504, its queued work
+        dropped), counted in flight (the batchers wait for company only when there is some)
+        and in the request metrics."""
+        started, status, label = time.perf_counter(), 500, self.metric_label(name)
+        try:
+            self._admission.check_room()
+            async with asyncio.timeout(self.settings.request_timeout_s):
+                with self._in_flight:
+                    yield
             status = 200
+        except TimeoutError:
+            status = GatewayTimeout.status_code
+            raise GatewayTimeout(
+                f"the request was not answered within MNIST_REQUEST_TIMEOUT_S="
+                f"{self.settings.request_timeout_s:g} s; its queued work was dropped. Retry "
+                "with fewer images, or later."
+            ) from None
         except ServiceError as error:
             status = error.status_code
+            if isinstance(error, Overloaded):
+                self._metrics.shed.labels(variant=label).inc()
             raise
         finally:
             self._metrics.requests.labels(variant=label, status=str(status)).inc()

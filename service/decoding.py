@@ -12,7 +12,10 @@ import binascii
 import io
 import json
 import warnings
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -26,6 +29,9 @@ from mnist_shared.preprocessing import (
 )
 from service.errors import BadRequest, NoDigit, PayloadTooLarge
 
+if TYPE_CHECKING:
+    from service.settings import Settings
+
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
 _FORMAT_NAMES = "PNG, JPEG, WebP, BMP or GIF"
 
@@ -34,29 +40,107 @@ _FORMAT_NAMES = "PNG, JPEG, WebP, BMP or GIF"
 class Limits:
     max_images: int
     max_image_pixels: int
+    max_request_pixels: int = 2**62
+
+    @classmethod
+    def of(cls, settings: Settings) -> Limits:
+        return cls(
+            settings.max_images_per_request,
+            settings.max_image_pixels,
+            settings.max_request_pixels,
+        )
+
+
+class PixelBudget:
+    """The pixels one request's images may hold together, spent as each image's header is read
+    (before it is decoded), so a request's decoding work is bounded, not only its bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.spent = limit, 0
+
+    def spend(self, pixels: int, label: str) -> None:
+        self.spent += pixels
+        if self.spent > self.limit:
+            raise PayloadTooLarge(
+                f"{label} brings the request to {self.spent} pixels, over the limit of "
+                f"{self.limit} for all its images together (MNIST_MAX_REQUEST_PIXELS). Send "
+                "smaller pictures (a digit needs no more than a few hundred pixels a side) or "
+                "fewer per request."
+            )
+
+
+@dataclass(frozen=True)
+class ImagePayload:
+    """A request's images, counted but not decoded yet (admission needs the count first):
+    encoded files, or JSON pixels that are MNIST-ready already."""
+
+    files: list[tuple[str, bytes]] = field(default_factory=list)  # (label, encoded bytes)
+    pixels: np.ndarray | None = None  # uint8 (N, 28, 28)
+
+    @property
+    def count(self) -> int:
+        return len(self.pixels) if self.pixels is not None else len(self.files)
+
+    @property
+    def encoded_bytes(self) -> int:
+        return sum(len(data) for _, data in self.files)
 
 
 def decode_image(data: bytes, limits: Limits, label: str = "image") -> np.ndarray:
     """One encoded image -> (28, 28) uint8, MNIST-style. Size is checked before decoding."""
+    return _decode(_open(data, limits, label), label)
+
+
+def decode_images(payloads: list[tuple[str, bytes]], limits: Limits) -> np.ndarray:
+    """Every image's header is read and the request's pixels counted before any is decoded,
+    so a request over MNIST_MAX_REQUEST_PIXELS costs no decoding at all."""
+    check_count(len(payloads), limits)
+    budget = PixelBudget(limits.max_request_pixels)
+    opened = []
+    for label, data in payloads:
+        image = _open(data, limits, label)
+        budget.spend(image.width * image.height, label)
+        opened.append((label, image))
+    return np.stack([_decode(image, label) for label, image in opened])
+
+
+def _open(data: bytes, limits: Limits, label: str) -> Image.Image:
+    """The image with only its header read, its declared size checked."""
     if not data:
         raise BadRequest(f"{label} is empty: send the bytes of a {_FORMAT_NAMES} image.")
+    with _decoding_errors(label):
+        image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+        width, height = image.size  # header only: no pixels decoded yet
+    if width * height > limits.max_image_pixels:
+        raise PayloadTooLarge(
+            f"{label} declares {width}x{height} pixels, more than the limit of "
+            f"{limits.max_image_pixels}. Send a smaller image (28x28 is enough)."
+        )
+    if width < 2 or height < 2:
+        raise BadRequest(
+            f"{label} is {width}x{height} pixels, too small to hold a digit. "
+            "Send an image of at least 2x2 pixels (28x28 is ideal)."
+        )
+    return image
+
+
+def _decode(image: Image.Image, label: str) -> np.ndarray:
+    with _decoding_errors(label):
+        image.seek(0)  # first frame of an animated GIF/WebP
+        image = reduce_for_digit(image)  # decodes, at reduced size where it can
+    try:
+        return to_mnist_digit(image)
+    except NoDigitFound as error:
+        raise NoDigit(f"{label}: {error}") from None
+
+
+@contextmanager
+def _decoding_errors(label: str) -> Iterator[None]:
+    """Pillow's errors while reading `label`, as the client errors they are."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
-            width, height = image.size  # header only: no pixels decoded yet
-            if width * height > limits.max_image_pixels:
-                raise PayloadTooLarge(
-                    f"{label} declares {width}x{height} pixels, more than the limit of "
-                    f"{limits.max_image_pixels}. Send a smaller image (28x28 is enough)."
-                )
-            if width < 2 or height < 2:
-                raise BadRequest(
-                    f"{label} is {width}x{height} pixels, too small to hold a digit. "
-                    "Send an image of at least 2x2 pixels (28x28 is ideal)."
-                )
-            image.seek(0)  # first frame of an animated GIF/WebP
-            image = reduce_for_digit(image)  # decodes, at reduced size where it can
+            yield
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise PayloadTooLarge(
             f"{label} is too large to decode ({error}). Send a smaller image (28x28 is enough)."
@@ -68,15 +152,6 @@ def decode_image(data: bytes, limits: Limits, label: str = "image") -> np.ndarra
             f"{label} could not be decoded ({error}); it may be truncated. "
             f"Send a complete {_FORMAT_NAMES} file."
         ) from None
-    try:
-        return to_mnist_digit(image)
-    except NoDigitFound as error:
-        raise NoDigit(f"{label}: {error}") from None
-
-
-def decode_images(payloads: list[tuple[str, bytes]], limits: Limits) -> np.ndarray:
-    check_count(len(payloads), limits)
-    return np.stack([decode_image(data, limits, label) for label, data in payloads])
 
 
 def check_count(count: int, limits: Limits) -> None:
@@ -89,7 +164,7 @@ def check_count(count: int, limits: Limits) -> None:
         )
 
 
-def parse_json(body: bytes, limits: Limits) -> np.ndarray:
+def parse_json(body: bytes, limits: Limits) -> ImagePayload:
     """`{"images": [base64, ...]}` or `{"pixels": [[[0..255] * 28] * 28, ...]}`."""
     try:
         document = json.loads(body)
@@ -105,7 +180,7 @@ def parse_json(body: bytes, limits: Limits) -> np.ndarray:
     return _json_pixels(document["pixels"], limits)
 
 
-def _json_images(items: object, limits: Limits) -> np.ndarray:
+def _json_images(items: object, limits: Limits) -> ImagePayload:
     if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
         raise BadRequest('"images" must be a list of base64 strings, one per image file.')
     check_count(len(items), limits)
@@ -115,10 +190,10 @@ def _json_images(items: object, limits: Limits) -> np.ndarray:
             payloads.append((f"images[{index}]", base64.b64decode(item, validate=True)))
         except (binascii.Error, ValueError):
             raise BadRequest(f"images[{index}] is not valid base64.") from None
-    return decode_images(payloads, limits)
+    return ImagePayload(files=payloads)
 
 
-def _json_pixels(items: object, limits: Limits) -> np.ndarray:
+def _json_pixels(items: object, limits: Limits) -> ImagePayload:
     if not isinstance(items, list):
         raise BadRequest('"pixels" must be a list of 28x28 arrays of numbers 0..255.')
     check_count(len(items), limits)
@@ -151,4 +226,4 @@ def _json_pixels(items: object, limits: Limits) -> np.ndarray:
             f"pixels[{blank[0]}]: no digit found: no value reaches {INK_THRESHOLD}. Send the "
             "digit as white (255) strokes on black (0)."
         )
-    return digits
+    return ImagePayload(pixels=digits)

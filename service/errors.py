@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 
 class ServiceError(Exception):
     """Base class: `status_code` is the HTTP status, the message tells the client what to do."""
 
     status_code = 500
-    headers: ClassVar[dict[str, str] | None] = None
+    headers: dict[str, str] | None = None  # extra response headers (Retry-After, ...)
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -26,7 +24,10 @@ class Unauthorized(ServiceError):
     """An admin endpoint called without the bearer token it requires."""
 
     status_code = 401
-    headers: ClassVar[dict[str, str] | None] = {"WWW-Authenticate": "Bearer"}
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.headers = {"WWW-Authenticate": "Bearer"}
 
 
 class Forbidden(ServiceError):
@@ -65,6 +66,22 @@ class NotReady(ServiceError):
     """Models are still loading, or failed to load."""
 
     status_code = 503
+
+
+class Overloaded(ServiceError):
+    """Too many images already wait for inference: retry after `Retry-After` seconds."""
+
+    status_code = 503
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
+class GatewayTimeout(ServiceError):
+    """The request was not answered within MNIST_REQUEST_TIMEOUT_S."""
+
+    status_code = 504
 
 
 class ClientClosedRequest(ServiceError):

@@ -52,6 +52,12 @@ class Metrics:
             multiprocess_mode="livesum",  # every live worker's queue, added up
         )
 
+        self.shed = Counter(
+            "mnist_requests_shed",
+            "Requests answered 503 at once because MNIST_MAX_QUEUED_IMAGES images were waiting.",
+            ["variant"],
+            registry=registry,
+        )
         self.load_failures = Counter(
             "mnist_model_load_failures",
             "Model versions refused: files not matching the manifest, ONNX that does not load, "

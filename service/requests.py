@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
 import anyio
 import numpy as np
 from fastapi import Request
 from starlette.requests import ClientDisconnect
 
-from service.decoding import Limits, check_count, decode_images, parse_json
+from service.decoding import ImagePayload, Limits, check_count, decode_images, parse_json
 from service.errors import (
     BadRequest,
     ClientClosedRequest,
@@ -49,8 +54,38 @@ def _too_large(size: int, limit: int) -> str:
     )
 
 
-async def read_images(request: Request, max_bytes: int, limits: Limits) -> np.ndarray:
-    """uint8 (N, 28, 28) MNIST-ready digits from any accepted request form."""
+@asynccontextmanager
+async def dropped_on_disconnect(request: Request) -> AsyncIterator[None]:
+    """Run the body (after the request's body was read); if the client goes away meanwhile,
+    cancel it, so that its queued inference is dropped instead of computed for nobody, and
+    raise ClientClosedRequest (499)."""
+    task = asyncio.current_task()
+    assert task is not None
+    disconnected = False
+
+    async def watch() -> None:
+        nonlocal disconnected
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        disconnected = True
+        task.cancel()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        yield
+    except asyncio.CancelledError:
+        if not disconnected:
+            raise
+        task.uncancel()
+        raise ClientClosedRequest(
+            "the client disconnected before its answer; its queued work was dropped"
+        ) from None
+    finally:
+        watcher.cancel()
+
+
+async def read_payload(request: Request, max_bytes: int, limits: Limits) -> ImagePayload:
+    """The request's images from any accepted form, counted and checked, not decoded yet."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     is_multipart = content_type.startswith("multipart/form-data")
     is_image = content_type.startswith("image/") or content_type == "application/octet-stream"
@@ -60,20 +95,26 @@ async def read_images(request: Request, max_bytes: int, limits: Limits) -> np.nd
         raise UnsupportedMediaType(f"unsupported content type {shown!r}: send {ACCEPTED_TYPES}.")
     body = await read_body(request, max_bytes)
     if is_multipart:
-        payloads = _multipart_files(request.headers["content-type"], body, limits)
-        return await run_decoder(decode_images, payloads, limits, len(body))
+        return ImagePayload(files=_multipart_files(request.headers["content-type"], body, limits))
     if is_image:
-        return await run_decoder(decode_images, [("image", body)], limits, len(body))
+        return ImagePayload(files=[("image", body)])
     if not body:
         raise BadRequest('empty JSON body: send {"images": [...]} or {"pixels": [...]}.')
     return await run_decoder(parse_json, body, limits, len(body))
 
 
-async def run_decoder(function: object, payload: object, limits: Limits, size: int) -> np.ndarray:
+async def decode_payload(payload: ImagePayload, limits: Limits) -> np.ndarray:
+    """uint8 (N, 28, 28) MNIST-ready digits: decoded and preprocessed."""
+    if payload.pixels is not None:
+        return payload.pixels
+    return await run_decoder(decode_images, payload.files, limits, payload.encoded_bytes)
+
+
+async def run_decoder(function: Any, payload: object, limits: Limits, size: int) -> Any:
     """`function(payload, limits)`: inline for small payloads, in a worker thread for large."""
     if size <= _INLINE_DECODE_BYTES:
-        return function(payload, limits)  # type: ignore[operator]
-    return await anyio.to_thread.run_sync(function, payload, limits)  # type: ignore[arg-type]
+        return function(payload, limits)
+    return await anyio.to_thread.run_sync(function, payload, limits)
 
 
 def _multipart_files(content_type: str, body: bytes, limits: Limits) -> list[tuple[str, bytes]]:

@@ -23,19 +23,21 @@ from service.dataplane import ALL_VARIANTS, DataPlane, VariantResult
 from service.decoding import Limits
 from service.errors import BadRequest
 from service.metrics import Metrics
-from service.requests import read_images
+from service.requests import decode_payload, dropped_on_disconnect, read_payload
 from service.v2_tensors import parse_version
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": schemas.ErrorResponse, "description": text}
     for code, text in {
         400: "Malformed input: not an image, bad JSON, unknown variant or backend.",
-        413: "Body, image or image count over the configured limit.",
+        404: "Unknown model, or a model version that is not loaded.",
+        413: "Body, pixels (per image or per request) or image count over the configured limit.",
         415: "Unsupported content type.",
         422: "An image holds no digit (a blank canvas, a uniform photo): send a picture of one "
         "digit.",
         501: "Backend not installed in this deployment.",
-        503: "Models still loading or failed to load.",
+        503: "Models loading, failed or unloaded; or at capacity (then with Retry-After).",
+        504: "Not answered within MNIST_REQUEST_TIMEOUT_S; the queued work was dropped.",
     }.items()
 }
 
@@ -80,13 +82,17 @@ async def predict(request: Request) -> Response:
     return_input = _query_flag(query.get("return_input"), "return_input")
     version = parse_version(query.get("version"))
     settings = dataplane.settings
-    with dataplane.request(variant or dataplane.default_variant):
+    async with dataplane.request(variant or dataplane.default_variant):
         chosen_backend = dataplane.choose_backend(backend)
         variants = dataplane.choose_variants(variant)
-        limits = Limits(settings.max_images_per_request, settings.max_image_pixels)
-        digits = await read_images(request, settings.max_upload_bytes, limits)
-        images = scale_pixels(digits)
-        results = await dataplane.infer(variants, chosen_backend, images, version)
+        limits = Limits.of(settings)
+        payload = await read_payload(request, settings.max_upload_bytes, limits)
+        async with dataplane.admitted(payload.count * len(variants)):  # else 503 before decoding
+            digits = await decode_payload(payload, limits)
+            async with dropped_on_disconnect(request):
+                results = await dataplane.infer(
+                    variants, chosen_backend, scale_pixels(digits), version
+                )
     inputs = [_png_base64(digit) for digit in digits] if return_input else None
     answers = [_variant_answer(result, inputs) for result in results]
     if variant != ALL_VARIANTS:

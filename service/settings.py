@@ -73,6 +73,30 @@ class Settings(BaseSettings):
         ge=1,
         description="Largest decoded image (width x height); checked before decoding (else 413).",
     )
+    max_request_pixels: int = Field(
+        48_000_000,
+        ge=1,
+        description="Most pixels (width x height, as declared) all images of one request may "
+        "hold together; checked before each is decoded (else 413).",
+    )
+    max_queued_images: int = Field(
+        256,
+        ge=1,
+        description="Images admitted for inference and not yet answered (x3 for variant=all); "
+        "a request beyond it gets 503 with Retry-After at once. 256 is ~100 ms of inference "
+        "on one core.",
+    )
+    request_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="A request not answered in time gets 504; its queued work is dropped.",
+    )
+    shutdown_grace_s: float = Field(
+        10.0,
+        ge=0,
+        description="On SIGTERM: readiness turns 503 at once, accepted requests finish, and the "
+        "process exits within this many seconds.",
+    )
     inference_threads: int = Field(
         1, ge=1, description="onnxruntime intra-op threads per model (keep cores for HTTP)."
     )

@@ -18,7 +18,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field, ValidationError
 
 from service.errors import BadRequest, NotReady
-from service.requests import read_body
+from service.requests import dropped_on_disconnect, read_body
 from service.routes import ERROR_RESPONSES, DataPlaneDep
 from service.v2_tensors import (
     NUMPY_DATATYPES,
@@ -110,13 +110,16 @@ async def model_ready(
 async def model_infer(
     request: Request, dataplane: DataPlaneDep, model: ModelName, version: str | None = None
 ) -> Response:
-    with dataplane.request(model):
+    async with dataplane.request(model):
         body = await read_body(request, dataplane.settings.max_upload_bytes)
         header, binary = _split_body(body, request.headers.get(HEADER_LENGTH))
         inference = _parse_request(header)
         inputs = _input_tensors(inference, binary)
         requested = [output.name for output in inference.outputs or []]
-        result, outputs = await infer(dataplane, model, parse_version(version), inputs, requested)
+        async with dropped_on_disconnect(request):
+            result, outputs = await infer(
+                dataplane, model, parse_version(version), inputs, requested
+            )
     answer: dict[str, Any] = {"model_name": model, "model_version": str(result.version)}
     if inference.id is not None:
         answer["id"] = inference.id

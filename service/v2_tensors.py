@@ -170,11 +170,11 @@ async def infer(
     """One protocol inference: decode the input, run `model`, shape the outputs."""
     settings = dataplane.settings
     dataplane.loaded_model(model, version)  # 404 / 503 before any decoding
-    images = await images_from_inputs(
-        inputs, Limits(settings.max_images_per_request, settings.max_image_pixels)
-    )
-    backend = dataplane.choose_backend(None)
-    (result,) = await dataplane.infer([model], backend, images, version)
+    count = inputs[0].shape[0] if inputs and inputs[0].shape else 1
+    async with dataplane.admitted(max(1, count)):  # else 503 before decoding
+        images = await images_from_inputs(inputs, Limits.of(settings))
+        backend = dataplane.choose_backend(None)
+        (result,) = await dataplane.infer([model], backend, images, version)
     return result, output_tensors(result, requested)
 
 

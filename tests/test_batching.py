@@ -1,4 +1,5 @@
-"""The micro-batcher on its own: merging, order, limits, and failing every waiter of a bad batch."""
+"""The micro-batcher on its own: merging, order, limits, and a failed batch retried request by
+request."""
 
 from __future__ import annotations
 
@@ -61,7 +62,33 @@ def test_a_failed_batch_fails_every_waiting_request():
     results = _run(main())
     assert all(isinstance(r, InferenceFailed) for r in results)
     assert "inference failed" in results[0].message and "RuntimeError" in results[0].message
-    assert calls == [5]
+    assert calls == [5, 1, 1, 1, 1, 1]  # the batch, then each request alone once
+
+
+def test_one_bad_request_fails_alone_and_its_neighbours_are_answered():
+    calls = []
+
+    def predict(x):
+        calls.append(len(x))
+        if np.isnan(x).any():
+            raise ValueError("NaN in the batch")
+        return x * 2
+
+    async def main():
+        batcher = _batcher(predict, max_wait_s=0.02)
+        batcher.start()
+        inputs = [np.full((1, 2), np.nan if i == 2 else i) for i in range(5)]
+        results = await asyncio.gather(
+            *(batcher.predict(x) for x in inputs), return_exceptions=True
+        )
+        await batcher.stop()
+        return inputs, results
+
+    inputs, results = _run(main())
+    assert isinstance(results[2], InferenceFailed) and "ValueError" in results[2].message
+    for i in (0, 1, 3, 4):
+        np.testing.assert_array_equal(results[i], inputs[i] * 2)
+    assert calls == [5, 1, 1, 1, 1, 1]
 
 
 def test_batching_off_runs_each_request_alone():

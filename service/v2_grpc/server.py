@@ -16,7 +16,7 @@ import grpc
 import numpy as np
 
 from service.dataplane import DataPlane
-from service.errors import BadRequest, NotFound, NotReady, ServiceError
+from service.errors import BadRequest, GatewayTimeout, NotFound, NotReady, ServiceError
 from service.v2_grpc import grpc_predict_v2_pb2 as pb
 from service.v2_grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 from service.v2_tensors import (
@@ -53,6 +53,7 @@ _STATUS = {
     NotReady.status_code: grpc.StatusCode.UNAVAILABLE,
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
     422: grpc.StatusCode.INVALID_ARGUMENT,
+    GatewayTimeout.status_code: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
 
@@ -90,7 +91,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
         async with _status_on_error(context):
-            with self._dataplane.request(request.model_name):
+            async with self._dataplane.request(request.model_name):
                 inputs = _input_tensors(request)
                 requested = [output.name for output in request.outputs]
                 result, outputs = await infer(

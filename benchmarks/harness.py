@@ -1,0 +1,201 @@
+"""What the benchmarks share: ports, a sample digit, starting the service, waiting for it,
+its memory and CPU time, and wrk runs whose Lua script counts answers by status."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# wrk script: requests read from a tab-separated list (path, content type, body file) and sent
+# in turn; answers counted by status in every thread; percentiles printed at the end.
+WRK_MIXED = r"""
+threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args)
+  counts = {}
+  requests = {}
+  for line in io.lines(os.getenv("REQUESTS_PATH")) do
+    local path, ctype, file = line:match("([^\t]+)\t([^\t]+)\t([^\t]+)")
+    local f = io.open(file, "rb")
+    local body = f:read("*all")
+    f:close()
+    table.insert(requests, wrk.format("POST", path, {["Content-Type"] = ctype}, body))
+  end
+  index = 0
+end
+function request()
+  index = index % #requests + 1
+  return requests[index]
+end
+function response(status, headers, body)
+  counts[status] = (counts[status] or 0) + 1
+end
+function done(summary, latency, requests)
+  local total, served = {}, 0
+  for _, thread in ipairs(threads) do
+    for status, n in pairs(thread:get("counts")) do total[status] = (total[status] or 0) + n end
+  end
+  for status, n in pairs(total) do
+    io.write(string.format("STATUS %d %d\n", status, n))
+    if status < 300 then served = served + n end
+  end
+  local all = summary.requests
+  local e = summary.errors
+  -- p99 of the answers that were served, if every other answer was faster than all of them
+  local q = all > 0 and 100 * (all - 0.01 * served) / all or 99
+  io.write(string.format(
+    "RESULT requests=%d duration_us=%d socket_errors=%d p50=%d p99=%d served_p99=%d\n",
+    all, summary.duration, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(99), latency:percentile(q)))
+end
+"""
+
+# WRK_MIXED with clients that wait out Retry-After after a 503, as load balancers and client
+# libraries do. wrk asks for a delay before each request of a connection; the delays owed are
+# handed out in the order the answers came, so the share of waiting clients is right even if
+# which connection waits is approximate. wrk's latency excludes the wait.
+WRK_POLITE = (
+    WRK_MIXED
+    + r"""
+owed = {}
+local count_status = response
+function response(status, headers, body)
+  count_status(status, headers, body)
+  local wait = 0
+  if status == 503 then
+    wait = 1000 * tonumber(headers["retry-after"] or headers["Retry-After"] or "1")
+  end
+  table.insert(owed, wait)
+end
+function delay()
+  if #owed == 0 then return 0 end
+  return table.remove(owed, 1)
+end
+"""
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sample_png(data_dir: str | None) -> bytes:
+    import numpy as np
+    from PIL import Image
+
+    if data_dir:
+        from training.data import load_idx_directory
+
+        digit = load_idx_directory(data_dir).test_images[0]
+    else:  # a synthetic "1" when no MNIST copy is around
+        digit = np.zeros((28, 28), np.uint8)
+        digit[4:24, 13:16] = 255
+    buffer = io.BytesIO()
+    Image.fromarray(digit).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def start_service(port: int, models_dir: Path, **env: str) -> subprocess.Popen:
+    """`python -m service` (as the container runs it), one worker, gRPC off, until ready."""
+    variables = {
+        **os.environ,
+        "MNIST_HOST": "127.0.0.1",
+        "MNIST_PORT": str(port),
+        "MNIST_GRPC_PORT": "0",
+        "MNIST_MODELS_DIR": str(models_dir),
+        "MNIST_LOG_LEVEL": "warning",
+        **env,
+    }
+    server = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=variables)
+    wait_for(port, "/health/ready", server)
+    return server
+
+
+def wait_for(port: int, path: str, process: subprocess.Popen, answers: int = 1) -> None:
+    """Until `answers` requests in a row succeed (several: every worker has loaded)."""
+    deadline, streak = time.monotonic() + 90, 0
+    while time.monotonic() < deadline and streak < answers:
+        if process.poll() is not None:
+            raise RuntimeError(f"server on port {port} exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1):
+                streak += 1
+        except OSError:
+            streak = 0
+            time.sleep(0.2)
+    if streak < answers:
+        process.kill()
+        raise RuntimeError(f"server on port {port} did not answer {path} within 90 s")
+
+
+def rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def multipart(images: list[bytes], content_type: str = "image/png") -> tuple[bytes, str]:
+    """A multipart/form-data body of parts named `file`, and its Content-Type."""
+    boundary = "mnistbenchboundary"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{i}"\r\n'
+        f"Content-Type: {content_type}\r\n\r\n".encode()
+        + data
+        + b"\r\n"
+        for i, data in enumerate(images)
+    ]
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def write_requests(directory: Path, name: str, requests: list[tuple[str, str, bytes]]) -> Path:
+    """The request list WRK_MIXED reads: (path, content type, body) each, bodies as files."""
+    lines = []
+    for index, (path, content_type, body) in enumerate(requests):
+        body_file = directory / f"{name}-{index}.bin"
+        body_file.write_bytes(body)
+        lines.append(f"{path}\t{content_type}\t{body_file}\n")
+    listing = directory / f"{name}.tsv"
+    listing.write_text("".join(lines))
+    return listing
+
+
+def run_wrk_mixed(
+    port: int, connections: int, duration_s: float, requests_path: Path, script: Path
+) -> dict:
+    """One wrk run of WRK_MIXED: statuses, req/s, p50/p99 and the served answers' p99 (ms)."""
+    command = [
+        "wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", "--timeout", "10s",
+        "-s", str(script), f"http://127.0.0.1:{port}/",
+    ]  # fmt: skip
+    env = {**os.environ, "REQUESTS_PATH": str(requests_path)}
+    output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+    match = re.search(r"RESULT (.*)", output)
+    if not match:
+        raise RuntimeError(f"wrk printed no result:\n{output}")
+    fields = {k: int(v) for k, v in (item.split("=") for item in match.group(1).split())}
+    statuses = {int(s): int(n) for s, n in re.findall(r"STATUS (\d+) (\d+)", output)}
+    return {
+        "requests": fields["requests"],
+        "rps": fields["requests"] / (fields["duration_us"] / 1e6),
+        "statuses": statuses,
+        "socket_errors": fields["socket_errors"],
+        "p50": fields["p50"] / 1000,
+        "p99": fields["p99"] / 1000,
+        "served_p99": fields["served_p99"] / 1000,
+    }
