@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # Targets:
 #   serve  (default) onnxruntime API on the baked-in models; --build-arg WITH_TENSORFLOW=1 adds
-#          TensorFlow for backend=savedmodel
+#          TensorFlow for backend=savedmodel; --build-arg WITH_RAY=1 adds Ray Serve (and wget,
+#          which KubeRay's probes use) for deploy/kuberay
 #   train  TensorFlow trainer that writes new model versions into /app/models (a volume)
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -16,13 +17,19 @@ WORKDIR /app
 COPY pyproject.toml ./
 RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
 open('/tmp/serve.txt', 'w').write('\n'.join(p['dependencies'] + p['optional-dependencies']['serve'])); \
-open('/tmp/train.txt', 'w').write('\n'.join(p['dependencies'] + p['optional-dependencies']['train']))" \
+open('/tmp/train.txt', 'w').write('\n'.join(p['dependencies'] + p['optional-dependencies']['train'])); \
+open('/tmp/ray.txt', 'w').write('\n'.join(r for r in p['optional-dependencies']['ray'] if r.startswith('ray')))" \
  && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin app
 
 FROM base AS serve
 ARG WITH_TENSORFLOW=0
+ARG WITH_RAY=0
+# hadolint ignore=DL3008
 RUN pip install -r /tmp/serve.txt \
- && if [ "$WITH_TENSORFLOW" = "1" ]; then pip install "$(grep '^tensorflow' /tmp/train.txt)"; fi
+ && if [ "$WITH_TENSORFLOW" = "1" ]; then pip install "$(grep '^tensorflow' /tmp/train.txt)"; fi \
+ && if [ "$WITH_RAY" = "1" ]; then pip install -r /tmp/ray.txt \
+    && apt-get update && apt-get install -y --no-install-recommends wget \
+    && rm -rf /var/lib/apt/lists/*; fi
 COPY mnist_shared/ mnist_shared/
 COPY service/ service/
 COPY models/ models/

@@ -6,6 +6,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Ray Serve in a virtualenv of its own, installed as a user installs it (`pip install -e '.[ray]'`)
+RAY_VENV ?= .venv-ray
 # The offline MNIST copy beside the checkout, when present; override with MNIST_DATA_DIR=...
 MNIST_DATA_DIR ?= $(abspath $(wildcard ../shared/data/mnist))
 export MNIST_DATA_DIR
@@ -27,25 +29,33 @@ $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 run: $(VENV)/.serve-installed
 	$(BIN)/python -m service
 
+$(RAY_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(RAY_VENV)
+	$(RAY_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(RAY_VENV)/bin/python -m pip install --quiet -e ".[ray]"
+	touch $@
+
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/hadolint Dockerfile
+	$(BIN)/kubernetes-validate --strict deploy/k8s/*.yaml
 
-test: lint
-	$(BIN)/python -m pytest
+test: lint $(RAY_VENV)/.installed
+	MNIST_RAY_VENV=$(RAY_VENV) $(BIN)/python -m pytest
 
 train: $(VENV)/.dev-installed
 	$(BIN)/mnist-train --variant all $(if $(MNIST_DATA_DIR),--data-dir $(MNIST_DATA_DIR)) --output-dir models
 
 # Every benchmark runs even when an earlier one misses its target; the status says if any did.
-bench: $(VENV)/.dev-installed
+bench: $(VENV)/.dev-installed $(RAY_VENV)/.installed
 	status=0; \
 	$(BIN)/python benchmarks/layer_train_step.py || status=1; \
 	$(BIN)/python benchmarks/normalization_cost.py || status=1; \
 	$(BIN)/python benchmarks/http_load.py || status=1; \
 	$(BIN)/python benchmarks/overload.py || status=1; \
 	$(BIN)/python benchmarks/soak.py || status=1; \
+	$(BIN)/python benchmarks/ray_scaling.py --ray-venv $(RAY_VENV) || status=1; \
 	exit $$status
 
 # The Open Inference Protocol's gRPC stubs, committed; a test checks they match the .proto.
@@ -56,4 +66,4 @@ grpc-stubs: $(VENV)/.dev-installed
 		service/v2_grpc/grpc_predict_v2_pb2_grpc.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(RAY_VENV) .pytest_cache .ruff_cache
