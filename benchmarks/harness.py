@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -82,6 +83,14 @@ function delay()
 end
 """
 )
+
+
+def wrk_missing() -> bool:
+    """True, having said so on stderr, when wrk is not installed."""
+    if shutil.which("wrk") is not None:
+        return False
+    print("error: wrk is not installed (apt-get install wrk)", file=sys.stderr)
+    return True
 
 
 def free_port() -> int:

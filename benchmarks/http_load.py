@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.harness import free_port, sample_png, wait_for  # noqa: E402
+from benchmarks.harness import free_port, sample_png, wait_for, wrk_missing  # noqa: E402
 
 WRK_SCRIPT = """
 wrk.method = "POST"
@@ -296,8 +296,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1, help="the service's uvicorn workers")
     parser.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR"))
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        print("error: wrk is not installed (apt-get install wrk)", file=sys.stderr)
+    if wrk_missing():
         return 2
     if not args.peer.is_file():
         print(f"error: no peer at {args.peer}; pass --peer path/to/naive_peer.py", file=sys.stderr)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from benchmarks.harness import (  # noqa: E402
     sample_png,
     start_service,
     write_requests,
+    wrk_missing,
 )
 
 TARGET_SERVED_P99_S, TARGET_CPU_PER_HEAVY_S, TARGET_P99_RATIO = 1.0, 1.5, 3.0
@@ -143,8 +143,7 @@ def main() -> int:
     parser.add_argument("--models-dir", type=Path, default=ROOT / "models")
     parser.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR"))
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        print("error: wrk is not installed (apt-get install wrk)", file=sys.stderr)
+    if wrk_missing():
         return 2
     png = sample_png(args.data_dir)
     with tempfile.TemporaryDirectory() as tmp_name:

@@ -32,6 +32,7 @@ from benchmarks.harness import (  # noqa: E402
     sample_png,
     start_service,
     write_requests,
+    wrk_missing,
 )
 
 
@@ -85,8 +86,10 @@ def main() -> int:
     parser.add_argument("--models-dir", type=Path, default=ROOT / "models")
     parser.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR"))
     args = parser.parse_args()
-    if shutil.which("wrk") is None or not (args.ray_venv / "bin" / "serve").is_file():
-        print("error: needs wrk and a Ray venv (make .venv-ray/.installed)", file=sys.stderr)
+    if wrk_missing():
+        return 2
+    if not (args.ray_venv / "bin" / "serve").is_file():
+        print(f"error: no Ray in {args.ray_venv}: make .venv-ray/.installed", file=sys.stderr)
         return 2
     tmp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short: Ray's socket paths
     listing = write_requests(tmp, "png", [("/predict?variant=group", "image/png",

@@ -20,7 +20,6 @@ import base64
 import io
 import json
 import os
-import shutil
 import sys
 import tempfile
 from collections import Counter
@@ -39,6 +38,7 @@ from benchmarks.harness import (  # noqa: E402
     run_wrk_mixed,
     start_service,
     write_requests,
+    wrk_missing,
 )
 
 TARGET_RSS_GROWTH = 0.10
@@ -167,8 +167,7 @@ def main() -> int:
     parser.add_argument("--models-dir", type=Path, default=ROOT / "models")
     parser.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR"))
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        print("error: wrk is not installed (apt-get install wrk)", file=sys.stderr)
+    if wrk_missing():
         return 2
     requests, bad_count = mixed(digits(args.data_dir, 200))
     port = free_port()

@@ -20,16 +20,17 @@ from ray import serve
 from service.app import create_app
 from service.settings import Settings
 
-# The models of the checkout this package is installed from (`pip install -e '.[ray]'`), for
-# a local cluster; containers and other nodes set MNIST_MODELS_DIR.
-_CHECKOUT_MODELS = Path(__file__).resolve().parent.parent / "models"
+# Ray's workers do not run in the directory `serve deploy` was called from: a relative
+# MNIST_MODELS_DIR is taken from the checkout this package is installed from (`pip install -e`).
+_CHECKOUT = Path(__file__).resolve().parent.parent
 _FIRST_LOAD_TIMEOUT_S = 120.0
 
 
 def build_app() -> FastAPI:
     """Evaluated on each replica when it starts."""
-    if "MNIST_MODELS_DIR" not in os.environ and _CHECKOUT_MODELS.is_dir():
-        os.environ["MNIST_MODELS_DIR"] = str(_CHECKOUT_MODELS)
+    models_dir = Path(os.environ.get("MNIST_MODELS_DIR", "models"))
+    if not models_dir.is_absolute():
+        os.environ["MNIST_MODELS_DIR"] = str(_CHECKOUT / models_dir)
     os.environ.setdefault("MNIST_GRPC_PORT", "0")  # replicas share a node's ports
     return create_app(Settings())
 

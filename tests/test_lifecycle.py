@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import shutil
 import threading
 import time
@@ -18,11 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from service.app import create_app
+from service.model_loading import LoadFailed, smoke_check
 from service.settings import Settings
 from tests.conftest import REPO_ROOT
 from tests.serving import Server
@@ -284,3 +287,29 @@ def _load_failures(client: TestClient) -> float:
         if line.startswith('mnist_model_load_failures_total{variant="group"}'):
             return float(line.split()[-1])
     return 0.0
+
+
+class FakeBackend:
+    name = "fake"
+
+    def __init__(self, output) -> None:
+        self.output = output
+
+    def predict(self, images):
+        return self.output(images)
+
+
+@pytest.mark.parametrize(
+    ("output", "reason"),
+    [
+        (lambda x: np.full((len(x), 10), np.nan), "not all finite"),
+        (lambda x: np.full((len(x), 9), 1 / 9), "output shape (4, 9), expected (4, 10)"),
+        (lambda x: np.full((len(x), 10), 0.5), "rows are not probability distributions"),
+        (lambda x: 1 / 0, "inference raised ZeroDivisionError: division by zero"),
+    ],
+    ids=["nan", "shape", "not_summing_to_1", "raises"],
+)
+def test_the_smoke_check_refuses_a_model_that_answers_nonsense(output, reason):
+    with pytest.raises(LoadFailed, match=re.escape(reason)):
+        smoke_check(FakeBackend(output))
+    smoke_check(FakeBackend(lambda x: np.full((len(x), 10), 0.1, np.float32)))  # a sane one

@@ -69,8 +69,10 @@ def test_kuberay_serves_the_ray_serve_config_application():
     for key in ("name", "route_prefix", "import_path"):
         assert kuberay_app[key] == serve_app[key]
     env = kuberay_app["runtime_env"]["env_vars"]
-    assert env.pop("MNIST_MODELS_DIR") == "/app/models"
-    assert env == serve_app["runtime_env"]["env_vars"]
+    assert env.pop("MNIST_MODELS_DIR") == "/app/models"  # the image's models volume
+    serve_env = dict(serve_app["runtime_env"]["env_vars"])
+    assert serve_env.pop("MNIST_MODELS_DIR") == "models"  # the installed checkout's
+    assert env == serve_env
     assert set(env) <= SETTINGS
     (serve_deployment,) = serve_app["deployments"]
     (kuberay_deployment,) = kuberay_app["deployments"]
