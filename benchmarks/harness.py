@@ -122,6 +122,7 @@ def start_service(port: int, models_dir: Path, **env: str) -> subprocess.Popen:
         "MNIST_HOST": "127.0.0.1",
         "MNIST_PORT": str(port),
         "MNIST_GRPC_PORT": "0",
+        "MNIST_WORKERS": "1",
         "MNIST_MODELS_DIR": str(models_dir),
         "MNIST_LOG_LEVEL": "warning",
         **env,

@@ -14,6 +14,7 @@ import signal
 import sys
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -64,12 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     # uvicorn re-raises SIGTERM after its graceful shutdown, with the handler it found at start:
     # make that a clean exit (status 0) rather than death by the signal (status 143).
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    with _shared_metrics(settings.workers):
+    workers = settings.workers or available_cpus()
+    with _shared_metrics(workers):
         uvicorn.run(
             "service.asgi:app",
             host=settings.host,
             port=settings.port,
-            workers=settings.workers,
+            workers=workers,
             log_level=settings.log_level,
             timeout_graceful_shutdown=settings.shutdown_grace_s,
             log_config=_log_config(settings.log_level),
@@ -89,6 +91,20 @@ def _log_config(level: str) -> dict[str, Any]:
         "propagate": False,
     }
     return config
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: its CPU affinity, capped by the cgroup v2 quota (what
+    `docker run --cpus` and Kubernetes CPU limits set), at least 1. Two workers served 1.32x the
+    requests of one on a 2-core machine (README), hence one worker per CPU by default."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cpus = min(cpus, int(quota) // int(period))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:

@@ -26,7 +26,12 @@ class Settings(BaseSettings):
     grpc_port: int = Field(
         8001, ge=0, le=65535, description="gRPC (Open Inference Protocol) port; 0 turns it off."
     )
-    workers: int = Field(1, ge=1, description="uvicorn worker processes (each loads every model).")
+    workers: int = Field(
+        0,
+        ge=0,
+        description="uvicorn worker processes, each loading every model; 0: one per CPU the "
+        "process may use (the container's CPU quota, else its CPU affinity).",
+    )
     models_dir: Path = Field(
         Path("models"), description="Directory of models/<variant>/<version>/ with manifests."
     )
