@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     # make that a clean exit (status 0) rather than death by the signal (status 143).
     signal.signal(signal.SIGTERM, _exit_cleanly)
     workers = settings.workers or available_cpus()
+    os.environ["MNIST_WORKERS"] = str(workers)  # what each worker's settings say, resolved
     with _shared_metrics(workers):
         uvicorn.run(
             "service.asgi:app",

@@ -52,6 +52,10 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
         app.state.registry = registry
         app.state.dataplane = DataPlane(settings, registry, metrics, in_flight)
         loader = asyncio.create_task(registry.start()) if load_models else None
+        if loader is not None and settings.workers > 1:
+            # Workers share one listening socket: a worker that accepted before its models
+            # loaded would answer 503 while its siblings are ready. Accept only once loaded.
+            await asyncio.shield(loader)
         _drain_on_sigterm(app.state.dataplane)
         grpc_server = await _start_grpc(app.state.dataplane, settings)
         try:
@@ -98,6 +102,9 @@ def _drain_on_sigterm(dataplane: DataPlane) -> None:
         logger.info("SIGTERM: not ready any more; finishing the accepted requests")
         if callable(previous):
             previous(signum, frame)
+        elif previous == signal.SIG_DFL:  # nobody else listens: exit as the signal would
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.raise_signal(signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, on_sigterm)
 

@@ -86,7 +86,9 @@ class MicroBatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        _fail(self._drain_all(), "the service is shutting down; retry on another replica")
+        drained = self._drain_all()
+        self._on_queue_change(-sum(len(pending.images) for pending in drained))
+        _fail(drained, "the service is shutting down; retry on another replica")
 
     async def predict(self, images: np.ndarray) -> np.ndarray:
         """Probabilities for `images`, run alone (batching off) or merged with other requests."""

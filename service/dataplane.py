@@ -136,8 +136,9 @@ class DataPlane:
 
     @property
     def default_variant(self) -> str:
-        served = self._registry.variants
-        return self.settings.default_variant or (served[0] if served else "")
+        """MNIST_DEFAULT_VARIANT, else the first variant found at start (one appearing later
+        does not change it)."""
+        return self.settings.default_variant or self._registry.first_variant
 
     def choose_variants(self, variant: str | None) -> list[str]:
         """The variants a request asks for: one by name, `all`, or the default."""

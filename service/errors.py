@@ -40,6 +40,12 @@ class NotFound(ServiceError):
     status_code = 404
 
 
+class Conflict(ServiceError):
+    """The request cannot be carried out in this deployment's current shape."""
+
+    status_code = 409
+
+
 class PayloadTooLarge(ServiceError):
     """Body, image or image count over a configured limit."""
 

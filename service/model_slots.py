@@ -17,7 +17,7 @@ SERVING, LOADING, AVAILABLE, FAILED = "serving", "loading", "available", "failed
 _RETIRE_POLL_S = 0.05
 
 
-@dataclass
+@dataclass(eq=False)  # hashable by identity: the registry keeps a set of retiring ones
 class LoadedModel:
     variant: str
     version_dir: Path
@@ -65,6 +65,7 @@ class VariantSlot:
     loading: set[int] = field(default_factory=set)
     failures: dict[int, VersionFailure] = field(default_factory=dict)
     unloaded: bool = False  # by the repository API: stays so until `load` is called
+    required: bool = False  # readiness needs it serving: found at start, or has served
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def latest(self) -> LoadedModel | None:

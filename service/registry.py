@@ -24,7 +24,7 @@ import numpy as np
 from mnist_shared.manifest import list_versions
 from service.backends import Backend, SavedModelBackend
 from service.batching import InFlight, MicroBatcher
-from service.errors import NotFound, NotReady
+from service.errors import Conflict, NotFound, NotReady
 from service.metrics import Metrics
 from service.model_loading import LoadFailed, fingerprint, load_version, smoke_check
 from service.model_slots import LoadedModel, VariantSlot, VersionFailure
@@ -43,7 +43,14 @@ class ModelRegistry:
         self._executor = executor
         self._in_flight = in_flight
         self.policy = VersionPolicy.parse(settings.version_policy)
-        self._variants = {name: VariantSlot(name) for name in discover_variants(settings)}
+        # The variants found at start must serve for the service to be ready; one that appears
+        # later becomes required once it has served (a broken new export never takes the
+        # service down), and the default variant stays the first found at start.
+        self._variants = {
+            name: VariantSlot(name, required=True) for name in discover_variants(settings)
+        }
+        self._first_variant = next(iter(self._variants), "")
+        self._retiring: set[LoadedModel] = set()
         self._background: set[asyncio.Task[None]] = set()
         self.loading = True  # until the first sync has finished
 
@@ -51,32 +58,43 @@ class ModelRegistry:
 
     async def start(self, *, poll: bool = True) -> None:
         """Load what the policy serves, then poll the models directory (unless turned off)."""
-        await self.sync_all()
-        self.loading = False
-        logger.info("serving %s", self.readiness()["loaded"] or "nothing")
-        if poll and self._settings.model_poll_s > 0:
-            self._spawn(self._poll_forever())
+        try:
+            await self.sync_all()
+        finally:  # whatever failed is in the slots' reasons; polling goes on regardless
+            self.loading = False
+            logger.info("serving %s", self.readiness()["loaded"] or "nothing")
+            if poll and self._settings.model_poll_s > 0:
+                self._spawn(self._poll_forever())
 
     async def close(self) -> None:
         for task in list(self._background):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for slot in self._variants.values():
-            for model in slot.serving.values():
-                await model.stop()
+        for model in [
+            *self._retiring,
+            *(m for s in self._variants.values() for m in s.serving.values()),
+        ]:
+            await model.stop()
 
     async def sync_all(self) -> None:
         if not self._settings.variants:  # a variant directory created since start
             for name in discover_variants(self._settings):
                 self._variants.setdefault(name, VariantSlot(name))
         for name in list(self._variants):
-            await self.sync(name)
+            try:
+                await self.sync(name)
+            except Exception:  # one unreadable variant must not stop the others
+                logger.exception("could not scan the versions of %s", name)
 
-    async def sync(self, variant: str, *, retry_failed: bool = False) -> None:
-        """Make `variant`'s serving versions match the policy and the files on disk."""
+    async def sync(self, variant: str, *, retry_failed: bool = False, load: bool = False) -> None:
+        """Make `variant`'s serving versions match the policy and the files on disk. `load`:
+        the repository's load, which also ends an unload (under the lock, after any unload
+        queued before it)."""
         slot = self._variants[variant]
         async with slot.lock:
+            if load:
+                slot.unloaded = False
             on_disk = list_versions(self._variant_dir(variant))
             self._forget_stale_failures(slot, on_disk, retry_failed)
             while not slot.unloaded:
@@ -94,8 +112,7 @@ class ModelRegistry:
         if variant not in self._variants and not self._settings.variants:
             await self.sync_all()  # a variant directory created since the last poll
         slot = self._known(variant)
-        slot.unloaded = False
-        await self.sync(variant, retry_failed=True)
+        await self.sync(variant, retry_failed=True, load=True)
         wanted = self.policy.select(list_versions(self._variant_dir(variant)))
         if not wanted:
             raise LoadFailed(f"no version of {variant!r} on disk matches the policy {self.policy}")
@@ -107,6 +124,13 @@ class ModelRegistry:
     async def unload(self, variant: str) -> None:
         """The repository's `unload`: stop serving `variant` until `load_now` is called."""
         slot = self._known(variant)
+        if self._settings.workers > 1:
+            raise Conflict(
+                f"unload would stop {variant!r} in the one of {self._settings.workers} uvicorn "
+                "workers that answered, not in the others: run with MNIST_WORKERS=1 (and scale "
+                "with replicas), or stop serving it through the files (MNIST_VARIANTS, the "
+                "version policy)."
+            )
         async with slot.lock:
             slot.unloaded = True
             self._retire(slot, list(slot.serving))
@@ -117,6 +141,12 @@ class ModelRegistry:
     def variants(self) -> list[str]:
         """The variants meant to be served (every known one except those unloaded)."""
         return [name for name, slot in sorted(self._variants.items()) if not slot.unloaded]
+
+    @property
+    def first_variant(self) -> str:
+        """The first variant found at start; with none then, the first serving now."""
+        serving = (name for name in self.variants if self._variants[name].serving)
+        return self._first_variant or next(serving, "")
 
     @property
     def known_variants(self) -> list[str]:
@@ -150,8 +180,11 @@ class ModelRegistry:
 
     @property
     def ready(self) -> bool:
-        served = [self._variants[name] for name in self.variants]
-        return not self.loading and bool(served) and all(slot.serving for slot in served)
+        """Loaded, something serving, and every required variant not unloaded serving."""
+        slots = [self._variants[name] for name in self.variants]
+        required = [slot for slot in slots if slot.required]
+        serving = any(slot.serving for slot in slots)
+        return not self.loading and serving and all(slot.serving for slot in required)
 
     def readiness(self) -> dict[str, Any]:
         errors = {
@@ -263,6 +296,7 @@ class ModelRegistry:
         model = LoadedModel(slot.name, version_dir, manifest)
         self._add_batcher(model, backend)
         slot.serving = {**slot.serving, version: model}  # the swap: one assignment
+        slot.required = True
         logger.info("serving %s version %d (onnx) from %s", slot.name, version, version_dir)
 
     def _retire(self, slot: VariantSlot, versions: list[int]) -> None:
@@ -272,7 +306,12 @@ class ModelRegistry:
         slot.serving = {v: m for v, m in slot.serving.items() if v not in versions}
         for model in retired:
             logger.info("retiring %s version %d", model.variant, model.version)
-            self._spawn(model.stop_when_idle())
+            self._retiring.add(model)
+            self._spawn(self._stop_when_idle(model))
+
+    async def _stop_when_idle(self, model: LoadedModel) -> None:
+        await model.stop_when_idle()
+        self._retiring.discard(model)
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.create_task(coroutine)
@@ -319,6 +358,13 @@ def discover_variants(settings: Settings) -> list[str]:
     found = sorted(
         child.name
         for child in (models_dir.iterdir() if models_dir.is_dir() else [])
-        if child.is_dir() and list_versions(child)
+        if child.is_dir() and _has_versions(child)
     )
     return list(settings.variants) if settings.variants else found
+
+
+def _has_versions(directory: Path) -> bool:
+    try:
+        return bool(list_versions(directory))
+    except OSError:  # unreadable (e.g. a volume's lost+found): not a variant
+        return False

@@ -33,7 +33,7 @@ _INLINE_DECODE_BYTES = 256 * 1024
 async def read_body(request: Request, max_bytes: int) -> bytes:
     """The whole body, refusing (413) as soon as it exceeds `max_bytes`, declared or streamed."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+    if declared is not None and _is_number(declared) and int(declared) > max_bytes:
         raise PayloadTooLarge(_too_large(int(declared), max_bytes))
     chunks, size = [], 0
     try:
@@ -45,6 +45,10 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     except ClientDisconnect:
         raise ClientClosedRequest("client disconnected before the body was complete") from None
     return b"".join(chunks)
+
+
+def _is_number(text: str) -> bool:
+    return text.isascii() and text.isdigit()  # "²".isdigit(), but int() refuses it
 
 
 def _too_large(size: int, limit: int) -> str:

@@ -38,6 +38,7 @@ router = APIRouter(
         **ERROR_RESPONSES,
         401: {"description": "MNIST_ADMIN_TOKEN is set and no bearer token was sent."},
         403: {"description": "The bearer token is not MNIST_ADMIN_TOKEN."},
+        409: {"description": "Unload with several uvicorn workers (it would reach only one)."},
     },
 )
 

@@ -135,7 +135,7 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryvi
     """(JSON header, binary tensor data) of a request, binary extension or plain JSON."""
     if header_length is None:
         return body, memoryview(b"")
-    if not header_length.isdigit() or int(header_length) > len(body):
+    if not (header_length.isascii() and header_length.isdigit()) or int(header_length) > len(body):
         raise BadRequest(
             f"Inference-Header-Content-Length {header_length!r} must be the JSON header's byte "
             f"count, at most the body's {len(body)} bytes."

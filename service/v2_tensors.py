@@ -182,6 +182,6 @@ def parse_version(version: str | None) -> int | None:
     """The protocol's version string ("" or absent: the latest) as an integer."""
     if not version:
         return None
-    if not version.isdigit():
+    if not (version.isascii() and version.isdigit()):  # "²".isdigit(), but int() refuses it
         raise BadRequest(f"model version {version!r} is not a number; versions are 1, 2, ...")
     return int(version)

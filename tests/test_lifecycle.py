@@ -41,10 +41,11 @@ def add_version(
     variant: str = "group",
     onnx: Callable[[bytes], bytes] | None = None,
     rehash: bool = False,
+    copy_of: str | None = None,
 ) -> Path:
     """A copy of the committed model as `version`, renamed into place complete. `onnx` changes
     the ONNX bytes (a corruption); `rehash` then records their sha256 in the manifest."""
-    source = COMMITTED / variant / str(SERVED_VERSION)
+    source = COMMITTED / (copy_of or variant) / str(SERVED_VERSION)
     staging = models / variant / f".staging-{version}-test"
     staging.mkdir(parents=True)
     data = (source / "model.onnx").read_bytes()
@@ -313,3 +314,31 @@ def test_the_smoke_check_refuses_a_model_that_answers_nonsense(output, reason):
     with pytest.raises(LoadFailed, match=re.escape(reason)):
         smoke_check(FakeBackend(output))
     smoke_check(FakeBackend(lambda x: np.full((len(x), 10), 0.1, np.float32)))  # a sane one
+
+
+def test_a_broken_new_variant_neither_drops_readiness_nor_becomes_the_default(models, digit_png):
+    with serve(models) as client:
+        wait_for(lambda: ready(client))
+        add_version(models, 1, variant="aaa", onnx=flip_a_byte, copy_of="group")  # before "group"
+        wait_for(lambda: "aaa" in {m["variant"] for m in client.get("/models").json()["models"]})
+        time.sleep(2 * POLL_S)
+        assert states(client, "aaa")[1]["state"] == "failed"
+        assert ready(client)
+        assert predict(client, digit_png).json()["variant"] == "group"
+
+
+def test_unload_is_refused_with_several_workers(models):
+    with serve(models, workers=2, model_poll_s=0) as client:
+        wait_for(lambda: ready(client))
+        response = client.post("/v2/repository/models/group/unload")
+        assert response.status_code == 409
+        assert "run with MNIST_WORKERS=1" in response.json()["error"]
+        assert ready(client)
+
+
+def test_a_version_that_only_looks_like_a_number_is_a_400(models, digit_png):
+    with serve(models, model_poll_s=0) as client:
+        wait_for(lambda: ready(client))
+        response = predict(client, digit_png, version="²")
+        assert response.status_code == 400
+        assert "is not a number" in response.json()["error"]
