@@ -28,13 +28,14 @@ from service.errors import Conflict, NotFound, NotReady
 from service.metrics import Metrics
 from service.model_loading import LoadFailed, fingerprint, load_version, smoke_check
 from service.model_slots import LoadedModel, VariantSlot, VersionFailure
+from service.registry_views import RegistryViews
 from service.settings import Settings
 from service.version_policy import VersionPolicy
 
 logger = logging.getLogger(__name__)
 
 
-class ModelRegistry:
+class ModelRegistry(RegistryViews):
     def __init__(
         self, settings: Settings, metrics: Metrics, executor: Executor, in_flight: InFlight
     ) -> None:
@@ -138,11 +139,6 @@ class ModelRegistry:
     # -- serving ------------------------------------------------------------------------------
 
     @property
-    def variants(self) -> list[str]:
-        """The variants meant to be served (every known one except those unloaded)."""
-        return [name for name, slot in sorted(self._variants.items()) if not slot.unloaded]
-
-    @property
     def first_variant(self) -> str:
         """The first variant found at start; with none then, the first serving now."""
         serving = (name for name in self.variants if self._variants[name].serving)
@@ -178,72 +174,6 @@ class ModelRegistry:
         finally:
             model.in_flight -= 1
 
-    @property
-    def ready(self) -> bool:
-        """Loaded, something serving, and every required variant not unloaded serving."""
-        slots = [self._variants[name] for name in self.variants]
-        required = [slot for slot in slots if slot.required]
-        serving = any(slot.serving for slot in slots)
-        return not self.loading and serving and all(slot.serving for slot in required)
-
-    def readiness(self) -> dict[str, Any]:
-        errors = {
-            name: self._why_not_serving(self._variants[name])
-            for name in self.variants
-            if not self._variants[name].serving and not self.loading
-        }
-        if not self._variants:
-            errors["models"] = self.no_models_message()
-        loaded = {name: slot.latest() for name, slot in sorted(self._variants.items())}
-        return {
-            "ready": self.ready,
-            "loading": self.loading,
-            "loaded": {name: model.version for name, model in loaded.items() if model},
-            "errors": errors,
-        }
-
-    def no_models_message(self, where: Path | None = None) -> str:
-        return (
-            f"no model version with a manifest.json under {where or self._settings.models_dir}; "
-            "train one with `make train` or point MNIST_MODELS_DIR at the models directory."
-        )
-
-    # -- description --------------------------------------------------------------------------
-
-    def index(self) -> list[dict[str, Any]]:
-        """Every variant's versions on disk (and loaded), each with its state."""
-        rows = []
-        for name, slot in sorted(self._variants.items()):
-            on_disk = set(list_versions(self._variant_dir(name))) | slot.serving.keys()
-            for version in sorted(on_disk):
-                row = {"name": name, "version": version, "state": slot.state(version)}
-                if version in slot.failures:
-                    row["reason"] = slot.failures[version].reason
-                rows.append(row)
-        return rows
-
-    def describe(self) -> list[dict[str, Any]]:
-        """Per variant: its versions with their states, and the newest serving one's spec."""
-        index = self.index()
-        described = []
-        for name, slot in sorted(self._variants.items()):
-            entry: dict[str, Any] = {
-                "variant": name,
-                "versions": [
-                    {key: value for key, value in row.items() if key != "name"}
-                    for row in index
-                    if row["name"] == name
-                ],
-                "loaded": bool(slot.serving),
-                "unloaded": slot.unloaded,
-            }
-            if (model := slot.latest()) is not None:
-                entry |= model.description()
-            else:
-                entry["error"] = self._why_not_serving(slot)
-            described.append(entry)
-        return described
-
     # -- helpers ------------------------------------------------------------------------------
 
     def _known(self, variant: str) -> VariantSlot:
@@ -251,25 +181,6 @@ class ModelRegistry:
             known = ", ".join(sorted(self._variants)) or "none"
             raise NotFound(f"unknown model {variant!r}: served models are {known}.")
         return self._variants[variant]
-
-    def _variant_dir(self, variant: str) -> Path:
-        return self._settings.models_dir / variant
-
-    def _why_not_serving(self, slot: VariantSlot) -> str:
-        if slot.unloaded:
-            return (
-                f"model {slot.name!r} is unloaded; load it with "
-                f"POST /v2/repository/models/{slot.name}/load."
-            )
-        if self.loading or slot.loading:
-            return f"model {slot.name!r} is still loading; retry in a few seconds."
-        if slot.failures:
-            newest = max(slot.failures)
-            return (
-                f"model {slot.name!r} failed to load: version {newest}: "
-                f"{slot.failures[newest].reason}"
-            )
-        return self.no_models_message(self._variant_dir(slot.name))
 
     def _forget_stale_failures(
         self, slot: VariantSlot, on_disk: list[int], everything: bool
