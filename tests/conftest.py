@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,16 @@ def server():
         yield running
     finally:
         running.stop()
+
+
+def wait_ready(client, timeout_s: float = 60) -> None:
+    """Until an in-process app (a TestClient) answers /health/ready with 200."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if client.get("/health/ready").status_code == 200:
+            return
+        time.sleep(0.05)
+    raise AssertionError(client.get("/health/ready").json())
 
 
 @pytest.hookimpl(wrapper=True)

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.settings import Settings
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, wait_ready
 
 
 @pytest.fixture(scope="module")
 def client():
     with TestClient(create_app(Settings(models_dir=REPO_ROOT / "models"))) as test_client:
-        while test_client.get("/health/ready").status_code != 200:
-            time.sleep(0.05)
+        wait_ready(test_client)
         yield test_client
 
 

@@ -7,7 +7,6 @@ goes through `anyio.to_thread.run_sync`; each costs a context switch per request
 from __future__ import annotations
 
 import io
-import time
 
 import anyio.to_thread
 import numpy as np
@@ -17,15 +16,14 @@ from PIL import Image
 
 from service.app import create_app
 from service.settings import Settings
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, wait_ready
 
 
 @pytest.fixture(scope="module")
 def client():
     settings = Settings(models_dir=REPO_ROOT / "models", max_upload_bytes=8 * 1024 * 1024)
     with TestClient(create_app(settings)) as test_client:
-        while test_client.get("/health/ready").status_code != 200:
-            time.sleep(0.05)
+        wait_ready(test_client)
         yield test_client
 
 

@@ -23,7 +23,7 @@ from service.admission import Admission
 from service.app import create_app
 from service.errors import Overloaded
 from service.settings import Settings
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, wait_ready
 from tests.serving import Server, free_port
 
 MODELS = REPO_ROOT / "models"
@@ -78,8 +78,7 @@ def serve() -> Iterator:
         client = TestClient(create_app(Settings(models_dir=MODELS, **settings)))  # type: ignore[arg-type]
         client.__enter__()
         clients.append(client)
-        while client.get("/health/ready").status_code != 200:
-            time.sleep(0.05)
+        wait_ready(client)
         return client
 
     yield start
@@ -166,7 +165,7 @@ def test_a_client_that_disconnects_has_its_queued_work_dropped(digit):
     thread.start()
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url)
+        wait_url_ready(url)
         slow = slow_down(app, 0.6)
         first = threading.Thread(
             target=httpx.post,
@@ -192,7 +191,7 @@ def test_a_client_that_disconnects_has_its_queued_work_dropped(digit):
         thread.join()
 
 
-def wait_ready(url: str, timeout_s: float = 30) -> None:
+def wait_url_ready(url: str, timeout_s: float = 30) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:

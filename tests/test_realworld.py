@@ -17,7 +17,7 @@ from PIL import Image
 
 from service.app import create_app
 from service.settings import Settings
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, wait_ready
 from training.photos import KINDS, sample
 
 PER_KIND = 100
@@ -35,10 +35,7 @@ def _benchmark():
 def client():
     settings = Settings(models_dir=REPO_ROOT / "models", max_upload_bytes=32 * 1024 * 1024)
     with TestClient(create_app(settings)) as test_client:
-        import time
-
-        while test_client.get("/health/ready").status_code != 200:
-            time.sleep(0.05)
+        wait_ready(test_client)
         yield test_client
 
 

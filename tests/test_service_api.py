@@ -16,7 +16,7 @@ from PIL import Image
 
 from service.app import create_app
 from service.settings import Settings
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, wait_ready
 
 MODELS_DIR = REPO_ROOT / "models"
 
@@ -33,19 +33,8 @@ def client():
         models_dir=MODELS_DIR, max_upload_bytes=512 * 1024, max_images_per_request=16
     )
     with TestClient(create_app(settings)) as test_client:
-        _wait_ready(test_client)
+        wait_ready(test_client)
         yield test_client
-
-
-def _wait_ready(test_client: TestClient, timeout_s: float = 60) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if test_client.get("/health/ready").status_code == 200:
-            return
-        time.sleep(0.05)
-    raise AssertionError(test_client.get("/health/ready").json())
 
 
 def _post_png(client, image, **params):
@@ -383,7 +372,7 @@ def test_readiness_before_and_after_loading():
         assert response.status_code == 503 and response.json()["ready"] is False
         assert idle.get("/health/live").json() == {"status": "alive"}
     with TestClient(create_app(settings)) as loaded:
-        _wait_ready(loaded)
+        wait_ready(loaded)
         assert loaded.get("/health/ready").json()["loaded"].keys() == {"group", "instance", "layer"}
 
 
