@@ -25,7 +25,7 @@ from service.batching import InFlight
 from service.errors import BadRequest, GatewayTimeout, NotReady, Overloaded, ServiceError
 from service.metrics import Metrics
 from service.model_loading import LoadFailed
-from service.model_slots import SERVING, LoadedModel
+from service.model_slots import LoadedModel
 from service.registry import ModelRegistry
 from service.settings import Settings
 
@@ -126,11 +126,7 @@ class DataPlane:
         await self._registry.unload(name)
 
     def serving_versions(self, name: str) -> list[int]:
-        return [
-            row["version"]
-            for row in self._registry.index()
-            if row["name"] == name and row["state"] == SERVING
-        ]
+        return self._registry.serving_versions(name)
 
     # -- inference ----------------------------------------------------------------------------
 
@@ -142,8 +138,8 @@ class DataPlane:
 
     def choose_variants(self, variant: str | None) -> list[str]:
         """The variants a request asks for: one by name, `all`, or the default."""
-        served, known = self._registry.variants, self._registry.known_variants
-        if not known:
+        served = self._registry.variants
+        if not self._registry.known_variants:
             raise NotReady(self._registry.no_models_message())
         variant = variant or self.default_variant
         if variant == ALL_VARIANTS:
@@ -153,7 +149,7 @@ class DataPlane:
                     "POST /v2/repository/models/<variant>/load."
                 )
             return list(served)
-        if variant in known:  # unloaded or failed: the registry says so when asked for it
+        if self._registry.knows(variant):  # unloaded or failed: the registry says why if asked
             return [variant]
         raise BadRequest(
             f"unknown variant {variant!r}: choose one of {', '.join([*served, ALL_VARIANTS])}."
@@ -216,7 +212,7 @@ class DataPlane:
         """The variant label of a request's metrics: a known variant, `all`, else `other` (a
         label per misspelt name would grow the metrics without bound)."""
         name = name or self.default_variant
-        return name if name in self._registry.known_variants or name == ALL_VARIANTS else "other"
+        return name if self._registry.knows(name) or name == ALL_VARIANTS else "other"
 
     @asynccontextmanager
     async def request(self, name: str) -> AsyncIterator[None]:

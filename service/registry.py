@@ -148,6 +148,12 @@ class ModelRegistry(RegistryViews):
     def known_variants(self) -> list[str]:
         return sorted(self._variants)
 
+    def knows(self, variant: str) -> bool:
+        return variant in self._variants
+
+    def serving_versions(self, variant: str) -> list[int]:
+        return sorted(self._known(variant).serving)
+
     def model(self, variant: str, version: int | None = None) -> LoadedModel:
         """The serving model of `variant` (its newest version, or `version`); NotFound /
         NotReady, saying why, otherwise."""
