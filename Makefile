@@ -52,6 +52,7 @@ bench: $(VENV)/.dev-installed $(RAY_VENV)/.installed
 	status=0; \
 	$(BIN)/python benchmarks/layer_train_step.py || status=1; \
 	$(BIN)/python benchmarks/normalization_cost.py || status=1; \
+	$(BIN)/python benchmarks/batch_size.py || status=1; \
 	$(BIN)/python benchmarks/http_load.py || status=1; \
 	$(BIN)/python benchmarks/overload.py || status=1; \
 	$(BIN)/python benchmarks/soak.py || status=1; \

@@ -1,6 +1,6 @@
 """HTTP load test on loopback, driven by wrk: the service beside the naive peers, in one run.
 
-Starts the service (the same `python -m service` the container runs, micro-batching on) and the
+Starts the service (the same `python -m service` the container runs, its default workers) and the
 two reference peers of `../shared/bench/naive_peer.py` on the same committed group model
 (`inline`: inference on the event loop; `thread`: in a one-thread executor), then runs wrk with
 1, 8 and 64 connections posting one real MNIST test digit as PNG per request, rounds interleaved
@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.harness import free_port, sample_png, wait_for, wrk_missing  # noqa: E402
+from service.__main__ import available_cpus  # noqa: E402
 
 WRK_SCRIPT = """
 wrk.method = "POST"
@@ -58,9 +59,7 @@ TARGET_LONE_P50, TARGET_ALL_VS_THREAD = 1.1, 0.6
 DEFAULT_PEER = ROOT.parent / "shared" / "bench" / "naive_peer.py"
 
 
-def start_server(
-    port: int, grpc_port: int, models_dir: Path, max_batch_size: int, workers: int = 1
-) -> subprocess.Popen:
+def start_server(port: int, grpc_port: int, models_dir: Path, workers: int = 0) -> subprocess.Popen:
     env = {
         **os.environ,
         "MNIST_WORKERS": str(workers),
@@ -68,14 +67,13 @@ def start_server(
         "MNIST_PORT": str(port),
         "MNIST_GRPC_PORT": str(grpc_port),
         "MNIST_MODELS_DIR": str(models_dir),
-        "MNIST_MAX_BATCH_SIZE": str(max_batch_size),
         "MNIST_LOG_LEVEL": "warning",
         # Throughput is measured here, not load shedding (benchmarks/overload.py does that):
         # 64 clients x 8 images would otherwise pass the default bound of 256 queued images.
         "MNIST_MAX_QUEUED_IMAGES": "100000",
     }
     server = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env)
-    wait_for(port, "/health/ready", server, answers=8 * workers)
+    wait_for(port, "/health/ready", server, answers=8 * (workers or available_cpus()))
     return server
 
 
@@ -293,7 +291,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds, best kept")
     parser.add_argument("--models-dir", type=Path, default=ROOT / "models")
     parser.add_argument("--peer", type=Path, default=DEFAULT_PEER, help="naive_peer.py")
-    parser.add_argument("--workers", type=int, default=1, help="the service's uvicorn workers")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="the service's uvicorn workers; 0: its default"
+    )
     parser.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR"))
     args = parser.parse_args()
     if wrk_missing():
@@ -312,7 +312,7 @@ def main() -> int:
         files = write_bodies(Path(tmp), sample_png(args.data_dir))
         try:
             processes.append(
-                start_server(ports["service"], ports["grpc"], args.models_dir, 64, args.workers)
+                start_server(ports["service"], ports["grpc"], args.models_dir, args.workers)
             )
             processes += [start_peer(args.peer, model, ports[m], m) for m in ("inline", "thread")]
             print(HEADER)

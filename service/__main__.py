@@ -96,8 +96,8 @@ def _log_config(level: str) -> dict[str, Any]:
 
 def available_cpus() -> int:
     """CPUs this process may use: its CPU affinity, capped by the cgroup v2 quota (what
-    `docker run --cpus` and Kubernetes CPU limits set), at least 1. Two workers served 1.32x the
-    requests of one on a 2-core machine (README), hence one worker per CPU by default."""
+    `docker run --cpus` and Kubernetes CPU limits set), at least 1. One worker per CPU is the
+    default: on a 2-core machine two workers served more requests than one (README)."""
     cpus = len(os.sched_getaffinity(0))
     try:
         quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()

@@ -26,13 +26,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.batching import InFlight
 from service.dataplane import DataPlane
-from service.errors import ServiceError
+from service.errors import ServiceError, error_response, internal_error_response
+from service.front_door import FrontDoor
 from service.metrics import Metrics
 from service.pages import add_pages
 from service.registry import ModelRegistry
 from service.routes import router
 from service.settings import Settings
-from service.shedding import ShedWhenFull
 from service.v2_repository import router as v2_repository_router
 from service.v2_rest import router as v2_router
 
@@ -80,7 +80,7 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
     )
     app.state.settings = settings
     app.state.metrics = metrics
-    app.add_middleware(ShedWhenFull)
+    app.add_middleware(FrontDoor)
     _add_error_handlers(app)
     app.include_router(router)
     app.include_router(v2_router)
@@ -123,9 +123,7 @@ async def _start_grpc(dataplane: DataPlane, settings: Settings) -> Any:
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, error: ServiceError) -> JSONResponse:
-        return JSONResponse(
-            {"error": error.message}, status_code=error.status_code, headers=error.headers
-        )
+        return error_response(error)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
@@ -151,7 +149,4 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse(
-            {"error": "internal error (logged); retry, and report it if it persists."},
-            status_code=500,
-        )
+        return internal_error_response()

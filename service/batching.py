@@ -7,6 +7,11 @@ pool (never on the event loop). While that batch runs,
 new requests queue up and form the next batch, so under load batches fill without waiting.
 If the model raises on a merged batch, each of its requests is run once more alone: only the
 ones that fail again get `InferenceFailed`.
+
+A small request that finds the service otherwise idle (nothing queued or running here, no
+other request in flight, even after one turn of the event loop) is inferred at once on the
+event loop (`inline_when_alone`). A lone client waits for its own inference either way; this
+way it does not also wait for the collector task and two thread hand-offs.
 """
 
 from __future__ import annotations
@@ -25,6 +30,10 @@ from service.errors import InferenceFailed
 logger = logging.getLogger(__name__)
 
 Predict = Callable[[np.ndarray], np.ndarray]
+
+# The most images a lone request may have inferred on the event loop, which stalls for their
+# inference; a bigger one goes to the inference thread, keeping the loop free meanwhile.
+ALONE_MAX_IMAGES = 4
 
 
 class InFlight:
@@ -58,9 +67,11 @@ class MicroBatcher:
         on_batch: Callable[[int], None] = lambda size: None,
         on_queue_change: Callable[[int], None] = lambda delta: None,
         in_flight: InFlight | None = None,
+        inline_when_alone: bool = False,
         name: str = "model",
     ) -> None:
         self._predict = predict
+        self._inline_when_alone = inline_when_alone
         self._executor = executor
         self._max_batch_size = max_batch_size
         self._max_wait_s = max_wait_s
@@ -71,6 +82,7 @@ class MicroBatcher:
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._carry: _Pending | None = None  # a request that did not fit the previous batch
         self._task: asyncio.Task[None] | None = None
+        self._running = 0  # inference calls in the executor right now
 
     @property
     def enabled(self) -> bool:
@@ -91,7 +103,10 @@ class MicroBatcher:
         _fail(drained, "the service is shutting down; retry on another replica")
 
     async def predict(self, images: np.ndarray) -> np.ndarray:
-        """Probabilities for `images`, run alone (batching off) or merged with other requests."""
+        """Probabilities for `images`: on the event loop when alone, else in the inference
+        thread, by themselves (batching off) or merged with other requests."""
+        if len(images) <= ALONE_MAX_IMAGES and await self._alone():
+            return self._run_alone(images)
         if not self.enabled:
             self._on_batch(len(images))
             return await self._run_in_executor(images)
@@ -123,6 +138,25 @@ class MicroBatcher:
             batch.append(pending)
             size += len(pending.images)
         return batch
+
+    async def _alone(self) -> bool:
+        """Whether this request has the service to itself. Requests whose bytes arrived
+        together are started in the same turn of the event loop: one yield lets them count
+        themselves in flight before this one decides."""
+        if not self._inline_when_alone or not self._idle() or self._others_on_the_way():
+            return False
+        await asyncio.sleep(0)
+        return self._idle() and not self._others_on_the_way()
+
+    def _idle(self) -> bool:
+        return not self._running and self._carry is None and self._queue.empty()
+
+    def _run_alone(self, images: np.ndarray) -> np.ndarray:
+        self._on_batch(len(images))
+        try:
+            return self._predict(images)
+        except Exception as error:
+            raise self._failure(error, images) from error
 
     def _others_on_the_way(self) -> bool:
         """Waiting only pays when other requests are being decoded; a lone client would just
@@ -173,14 +207,20 @@ class MicroBatcher:
 
     async def _run_in_executor(self, images: np.ndarray) -> np.ndarray:
         loop = asyncio.get_running_loop()
+        self._running += 1
         try:
             return await loop.run_in_executor(self._executor, self._predict, images)
         except Exception as error:
-            logger.exception("inference failed on a batch of %d for %s", len(images), self._name)
-            raise InferenceFailed(
-                f"inference failed for {self._name} on a batch of {len(images)} images "
-                f"({type(error).__name__}); retry the request, and report it if it persists."
-            ) from error
+            raise self._failure(error, images) from error
+        finally:
+            self._running -= 1
+
+    def _failure(self, error: Exception, images: np.ndarray) -> InferenceFailed:
+        logger.exception("inference failed on a batch of %d for %s", len(images), self._name)
+        return InferenceFailed(
+            f"inference failed for {self._name} on a batch of {len(images)} images "
+            f"({type(error).__name__}); retry the request, and report it if it persists."
+        )
 
     def _drain_all(self) -> list[_Pending]:
         drained = [self._carry] if self._carry else []

@@ -1,6 +1,9 @@
-"""The service's error hierarchy. One handler in `app.py` maps each to `{"error": ...}` JSON."""
+"""The service's error hierarchy, and the `{"error": ...}` JSON answer each maps to (used by the
+app's exception handlers and by the front door alike)."""
 
 from __future__ import annotations
+
+from starlette.responses import JSONResponse
 
 
 class ServiceError(Exception):
@@ -100,3 +103,16 @@ class InferenceFailed(ServiceError):
     """The model failed on a batch; every request of that batch gets this error."""
 
     status_code = 500
+
+
+def error_response(error: ServiceError) -> JSONResponse:
+    return JSONResponse(
+        {"error": error.message}, status_code=error.status_code, headers=error.headers
+    )
+
+
+def internal_error_response() -> JSONResponse:
+    """A bug's answer: the details go to the log, not to the client."""
+    return JSONResponse(
+        {"error": "internal error (logged); retry, and report it if it persists."}, status_code=500
+    )

@@ -262,6 +262,7 @@ class ModelRegistry(RegistryViews):
             on_batch=self._metrics.batch_size.labels(**labels).observe,
             on_queue_change=self._metrics.queue_depth.labels(**labels).inc,
             in_flight=self._in_flight,
+            inline_when_alone=self._settings.inline_lone_requests,
             name=f"{model.variant}/{model.version}/{backend.name}",
         )
         batcher.start()

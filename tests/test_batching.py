@@ -4,12 +4,13 @@ request."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
-from service.batching import MicroBatcher
+from service.batching import ALONE_MAX_IMAGES, InFlight, MicroBatcher
 from service.errors import InferenceFailed
 
 
@@ -115,3 +116,66 @@ def test_stop_fails_queued_requests():
             await asyncio.wait_for(pending, 1)
 
     _run(main())
+
+
+def _run_requests(predict, inline_when_alone: bool, plan: list[list[int]], sizes: list[int]):
+    """Rounds of concurrent requests (each round a list of image counts), each request counted
+    in flight as the data plane counts it; returns every answer."""
+
+    async def main():
+        in_flight = InFlight()
+        executor = ThreadPoolExecutor(1, thread_name_prefix="inference")
+        batcher = MicroBatcher(
+            predict, executor, max_batch_size=8, max_wait_s=0.01, on_batch=sizes.append,
+            in_flight=in_flight, inline_when_alone=inline_when_alone,
+        )  # fmt: skip
+        batcher.start()
+
+        async def request(count: int):
+            with in_flight:
+                return await batcher.predict(np.ones((count, 2), np.float32))
+
+        answers = [await asyncio.gather(*map(request, counts)) for counts in plan]
+        await batcher.stop()
+        executor.shutdown()
+        return answers
+
+    return _run(main())
+
+
+def test_a_lone_small_request_is_inferred_on_the_event_loop_and_company_is_batched():
+    threads: list[str] = []
+
+    def predict(x):
+        threads.append(threading.current_thread().name)
+        return x * 2
+
+    sizes: list[int] = []
+    plan = [[1], [ALONE_MAX_IMAGES], [ALONE_MAX_IMAGES + 1], [1, 1, 1]]
+    answers = _run_requests(predict, True, plan, sizes)
+    # Alone: on the loop. Too big to stall the loop: the inference thread. Three requests
+    # started in the same turn of the loop: none is alone, all three merged in one batch.
+    assert threads == ["MainThread", "MainThread", "inference_0", "inference_0"]
+    assert sizes == [1, ALONE_MAX_IMAGES, ALONE_MAX_IMAGES + 1, 3]
+    for counts, round_answers in zip(plan, answers, strict=True):
+        assert [len(a) for a in round_answers] == counts
+        assert all((a == 2).all() for a in round_answers)
+
+
+def test_with_inline_off_even_a_lone_request_goes_to_the_inference_thread():
+    threads: list[str] = []
+
+    def predict(x):
+        threads.append(threading.current_thread().name)
+        return x
+
+    _run_requests(predict, False, [[1], [1]], [])
+    assert threads == ["inference_0", "inference_0"]
+
+
+def test_a_lone_request_that_fails_on_the_loop_gets_inference_failed():
+    def predict(x):
+        raise RuntimeError("bad weights")
+
+    with pytest.raises(InferenceFailed, match=r"inference failed .* \(RuntimeError\); retry"):
+        _run_requests(predict, True, [[1]], [])

@@ -92,3 +92,45 @@ def test_answers_match_the_documented_schemas(client, mnist):
     every = client.post("/predict", params={"variant": "all"}, json=body).json()
     schemas.AllVariantsPredictions.model_validate(every, strict=True)
     assert set(every["results"]) == {"group", "instance", "layer"}
+
+
+def test_predict_is_served_by_the_front_door_without_fastapis_router(client, mnist, monkeypatch):
+    router_type = type(client.app.router)
+    original = router_type.__call__
+    routed: list[str] = []
+
+    async def counting(self, scope, receive, send):
+        routed.append(scope["path"])
+        await original(self, scope, receive, send)
+
+    monkeypatch.setattr(router_type, "__call__", counting)
+    digit = _png(mnist.test_images[0])
+    answer = client.post("/predict", content=digit, headers={"content-type": "image/png"})
+    refused = client.post(
+        "/predict?variant=nope", content=digit, headers={"content-type": "image/png"}
+    )
+    assert answer.status_code == 200 and answer.json()["predictions"][0]["digit"] == 7
+    assert refused.status_code == 400
+    assert refused.json() == {
+        "error": "unknown variant 'nope': choose one of group, instance, layer, all."
+    }
+    assert client.get("/models").status_code == 200
+    assert routed == ["/models"]
+
+
+def test_a_bug_behind_the_front_door_answers_500_json_and_is_logged(
+    client, mnist, monkeypatch, caplog
+):
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr("service.routes.scale_pixels", broken)
+    digit = _png(mnist.test_images[0])
+    with caplog.at_level("ERROR", logger="service.front_door"):
+        response = client.post("/predict", content=digit, headers={"content-type": "image/png"})
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": "internal error (logged); retry, and report it if it persists."
+    }
+    assert "unhandled error on POST /predict" in caplog.text
+    assert "ZeroDivisionError: a bug" in caplog.text

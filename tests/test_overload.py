@@ -67,6 +67,7 @@ def slow_down(app, seconds: float, variant: str = "group") -> SlowModel:
     batcher = app.state.registry.model(variant).batchers["onnx"]
     slow = SlowModel(batcher._predict, seconds)
     batcher._predict = slow
+    batcher._inline_when_alone = False  # the slow model stands for a busy inference thread
     return slow
 
 

@@ -1,0 +1,78 @@
+"""What an image costs in onnxruntime by batch size: the evidence behind MNIST_MAX_BATCH_SIZE.
+
+Runs the committed model of a variant in one session as the service builds it (one intra-op
+thread) at batch sizes 1 to 64, the sizes interleaved in each round so that the machine's noise
+hits all alike, best of `--rounds` kept, and prints the time per image. On a CPU the cost per
+image falls at first (fewer calls, wider matrix products) and then rises again once a batch's
+activations no longer fit in the caches.
+
+    python benchmarks/batch_size.py [--variant group] [--rounds 5]
+
+Exits 1 when the service's default batch size costs more than 1.1x the cheapest size per image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from mnist_shared.manifest import Manifest, latest_version  # noqa: E402
+from service.backends import OnnxBackend  # noqa: E402
+from service.settings import Settings  # noqa: E402
+
+SIZES = (1, 2, 4, 8, 16, 32, 64)
+TARGET = 1.1  # the default's cost per image / the cheapest size's
+
+
+def per_image_us(
+    backend: OnnxBackend, images: np.ndarray, sizes: list[int], rounds: int
+) -> dict[int, float]:
+    """Best time per image (microseconds) of each batch size over `rounds` interleaved rounds."""
+    best = {size: float("inf") for size in sizes}
+    for _ in range(rounds):
+        for size in sizes:
+            batch = images[:size]
+            backend.predict(batch)  # warm for this shape
+            calls = max(128 // size, 8)
+            started = time.perf_counter()
+            for _ in range(calls):
+                backend.predict(batch)
+            elapsed = time.perf_counter() - started
+            best[size] = min(best[size], elapsed / calls / size * 1e6)
+    return best
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", default="group")
+    parser.add_argument("--models-dir", type=Path, default=ROOT / "models")
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    variant_dir = args.models_dir / args.variant
+    version_dir = variant_dir / str(latest_version(variant_dir))
+    settings = Settings(models_dir=args.models_dir)
+    backend = OnnxBackend(version_dir, Manifest.read(version_dir), settings.inference_threads)
+    default = settings.max_batch_size
+    sizes = sorted({*SIZES, default})
+    images = np.random.default_rng(0).random((max(sizes), 28, 28), dtype=np.float32)
+    best = per_image_us(backend, images, sizes, args.rounds)
+    cheapest = min(best, key=best.__getitem__)
+    print(f"{args.variant} v{version_dir.name}, {settings.inference_threads} intra-op thread(s)")
+    print("| batch | us per image | vs cheapest |\n| --- | --- | --- |")
+    for size, cost in best.items():
+        print(f"| {size} | {cost:.0f} | {cost / best[cheapest]:.2f}x |")
+    ratio = best[default] / best[cheapest]
+    print(f"default MNIST_MAX_BATCH_SIZE={default}: {ratio:.2f}x the cheapest ({cheapest}); "
+          f"target <= {TARGET}")  # fmt: skip
+    return 0 if ratio <= TARGET else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

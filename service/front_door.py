@@ -1,0 +1,59 @@
+"""The inference front door: a pure ASGI middleware in front of FastAPI's stack, for the hot path.
+
+- While the inference queue is full it answers inference requests 503 (with `Retry-After`)
+  before anything is parsed or routed. Clients that retry at once would otherwise keep the event
+  loop busy with shedding alone, and the requests being served would wait for it.
+- It serves `POST /predict` itself, with the same handler as the documented FastAPI route
+  (`service.routes.predict`) and the same error bodies, but without the router's matching,
+  dependency solving and exception middlewares, a large share of the event loop's time per
+  request under py-spy (the README has the figures). Every other path goes through FastAPI.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from service.errors import ServiceError, error_response, internal_error_response
+from service.routes import predict
+
+logger = logging.getLogger(__name__)
+
+_INFERENCE_PATH = re.compile(r"^/(?:predict|v2/models/([^/]+)(?:/versions/[^/]+)?/infer)$")
+
+
+class FrontDoor:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            match = _INFERENCE_PATH.match(scope["path"])
+            dataplane = getattr(scope["app"].state, "dataplane", None) if match else None
+            if dataplane is not None:
+                request = Request(scope, receive)  # parses the query once, for both uses
+                name = match.group(1) or request.query_params.get("variant")
+                error = dataplane.shed_at_door(name)
+                if error is not None:
+                    await error_response(error)(scope, receive, send)
+                    return
+                if scope["path"] == "/predict":
+                    response = await _predict(request)
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+async def _predict(request: Request) -> Response:
+    """`routes.predict`, its errors mapped as the app's exception handlers map them."""
+    try:
+        return await predict(request)
+    except ServiceError as error:
+        return error_response(error)
+    except Exception:
+        logger.exception("unhandled error on POST /predict")
+        return internal_error_response()
