@@ -28,6 +28,9 @@ ACCEPTED_TYPES = (
 # Bodies above this are decoded in a worker thread: a multi-megabyte JPEG takes tens of
 # milliseconds to decode, which would stall every other request on the event loop.
 _INLINE_DECODE_BYTES = 256 * 1024
+# A request still unanswered after this long starts watching for its client's disconnect (a
+# watcher task per request would cost every fast answer a task created and cancelled).
+_WATCH_AFTER_S = 0.005
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
@@ -62,10 +65,12 @@ def _too_large(size: int, limit: int) -> str:
 async def dropped_on_disconnect(request: Request) -> AsyncIterator[None]:
     """Run the body (after the request's body was read); if the client goes away meanwhile,
     cancel it, so that its queued inference is dropped instead of computed for nobody, and
-    raise ClientClosedRequest (499)."""
+    raise ClientClosedRequest (499). The watch starts only once the request has waited
+    `_WATCH_AFTER_S`: most answers come sooner, and a disconnect is still seen then."""
     task = asyncio.current_task()
     assert task is not None
     disconnected = False
+    watcher: asyncio.Task[None] | None = None
 
     async def watch() -> None:
         nonlocal disconnected
@@ -74,7 +79,11 @@ async def dropped_on_disconnect(request: Request) -> AsyncIterator[None]:
         disconnected = True
         task.cancel()
 
-    watcher = asyncio.create_task(watch())
+    def start_watching() -> None:
+        nonlocal watcher
+        watcher = asyncio.create_task(watch())
+
+    timer = asyncio.get_running_loop().call_later(_WATCH_AFTER_S, start_watching)
     try:
         yield
     except asyncio.CancelledError:
@@ -85,7 +94,9 @@ async def dropped_on_disconnect(request: Request) -> AsyncIterator[None]:
             "the client disconnected before its answer; its queued work was dropped"
         ) from None
     finally:
-        watcher.cancel()
+        timer.cancel()
+        if watcher is not None:
+            watcher.cancel()
 
 
 async def read_payload(request: Request, max_bytes: int, limits: Limits) -> ImagePayload:
