@@ -1,7 +1,8 @@
 """Inference backends: onnxruntime (default, no TensorFlow) and the TensorFlow SavedModel.
 
 A backend is a loaded model: `predict(float32 (N, 28, 28)) -> float32 (N, 10)`, thread-safe,
-called from the inference thread pool, never from the event loop.
+called from the inference thread pool (or, for a lone small request, the event loop: see
+`service.batching`).
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 One `MicroBatcher` per (variant, backend). A single collector task takes the first waiting
 request, waits up to `max_wait_s` for company (only while other requests are in flight),
 drains the queue up to `max_batch_size` images and runs the model in the inference thread
-pool (never on the event loop). While that batch runs,
-new requests queue up and form the next batch, so under load batches fill without waiting.
+pool. While that batch runs, new requests queue up and form the next batch, so under load
+batches fill without waiting.
 If the model raises on a merged batch, each of its requests is run once more alone: only the
 ones that fail again get `InferenceFailed`.
 
