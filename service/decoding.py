@@ -86,6 +86,20 @@ class ImagePayload:
         return sum(len(data) for _, data in self.files)
 
 
+class HeaderCheck:
+    """Each image's declared size against the per-image and per-request pixel limits, one image
+    at a time as they arrive (the parts of a large multipart body): a request over the limits
+    is refused at the first image that passes them, before the rest is even split out."""
+
+    def __init__(self, limits: Limits) -> None:
+        self._limits = limits
+        self._budget = PixelBudget(limits.max_request_pixels)
+
+    def __call__(self, data: bytes, label: str) -> None:
+        image = _open(data, self._limits, label)
+        self._budget.spend(image.width * image.height, label)
+
+
 def decode_image(data: bytes, limits: Limits, label: str = "image") -> np.ndarray:
     """One encoded image -> (28, 28) uint8, MNIST-style. Size is checked before decoding."""
     return _decode(_open(data, limits, label), label)

@@ -8,6 +8,7 @@ pointless for a body that is in memory already and bounded by MNIST_MAX_UPLOAD_B
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from python_multipart.exceptions import MultipartParseError
@@ -23,9 +24,12 @@ class Part:
     data: bytearray = field(default_factory=bytearray)
 
 
-def parse_multipart(content_type: str, body: bytes, max_parts: int) -> list[Part]:
+def parse_multipart(
+    content_type: str, body: bytes, max_parts: int, on_part: Callable[[Part], None] | None = None
+) -> list[Part]:
     """Every part of `body`, in order. BadRequest when malformed; PayloadTooLarge over
-    `max_parts` parts."""
+    `max_parts` parts. `on_part` sees each part as soon as it is complete: an error it raises
+    stops the parsing there."""
     _, options = parse_options_header(content_type)
     boundary = options.get(b"boundary")
     if not boundary:
@@ -33,7 +37,7 @@ def parse_multipart(content_type: str, body: bytes, max_parts: int) -> list[Part
             "malformed multipart body (no boundary in the Content-Type header): let the HTTP "
             "client build it (curl -F file=@digit.png)."
         )
-    collector = _PartCollector(max_parts)
+    collector = _PartCollector(max_parts, on_part)
     parser = MultipartParser(boundary, collector.callbacks())
     try:
         parser.write(body)
@@ -48,8 +52,9 @@ def parse_multipart(content_type: str, body: bytes, max_parts: int) -> list[Part
 class _PartCollector:
     """python-multipart callbacks that build `Part`s."""
 
-    def __init__(self, max_parts: int) -> None:
+    def __init__(self, max_parts: int, on_part: Callable[[Part], None] | None) -> None:
         self.parts: list[Part] = []
+        self._on_part = on_part
         self.open_part = False
         self._max_parts = max_parts
         self._header_name = bytearray()
@@ -81,6 +86,8 @@ class _PartCollector:
 
     def _end(self) -> None:
         self.open_part = False
+        if self._on_part is not None:
+            self._on_part(self.parts[-1])
 
     def _header_end(self) -> None:
         if self._header_name.lower() == b"content-disposition":

@@ -22,6 +22,7 @@ from PIL import Image
 from service.admission import Admission
 from service.app import create_app
 from service.errors import Overloaded
+from service.multipart import _PartCollector
 from service.settings import Settings
 from tests.conftest import REPO_ROOT, wait_ready
 from tests.serving import Server, free_port
@@ -219,6 +220,21 @@ def test_the_pixels_of_all_images_of_a_request_are_bounded(serve):
         "images together (MNIST_MAX_REQUEST_PIXELS). Send smaller pictures (a digit needs no "
         "more than a few hundred pixels a side) or fewer per request."
     )
+
+
+def test_a_large_body_over_the_pixel_limit_is_refused_before_the_rest_is_split(serve, monkeypatch):
+    client = serve(max_request_pixels=200_000)
+    noise = np.random.default_rng(0).integers(0, 256, (300, 300), dtype=np.uint8)
+    pictures = [png(noise)] * 10  # 90,000 pixels each, ~90 KB: a body over 256 KB
+    begun: list[int] = []
+    original = _PartCollector._begin
+    monkeypatch.setattr(_PartCollector, "_begin", lambda self: begun.append(1) or original(self))
+    response = client.post("/predict", files=multipart(pictures))
+    assert response.status_code == 413
+    assert response.json()["error"].startswith(
+        "file[2] (2.png) brings the request to 270000 pixels, over the limit of 200000"
+    )
+    assert len(begun) == 3  # the parts after the third were never split out
 
 
 # -- 4. shutdown, idle and slow connections ----------------------------------------------------
