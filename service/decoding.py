@@ -95,9 +95,11 @@ class HeaderCheck:
         self._limits = limits
         self._budget = PixelBudget(limits.max_request_pixels)
 
-    def __call__(self, data: bytes, label: str) -> None:
+    def __call__(self, data: bytes, label: str) -> Image.Image:
+        """The image with only its header read, its size counted against both limits."""
         image = _open(data, self._limits, label)
         self._budget.spend(image.width * image.height, label)
+        return image
 
 
 def decode_image(data: bytes, limits: Limits, label: str = "image") -> np.ndarray:
@@ -109,12 +111,8 @@ def decode_images(payloads: list[tuple[str, bytes]], limits: Limits) -> np.ndarr
     """Every image's header is read and the request's pixels counted before any is decoded,
     so a request over MNIST_MAX_REQUEST_PIXELS costs no decoding at all."""
     check_count(len(payloads), limits)
-    budget = PixelBudget(limits.max_request_pixels)
-    opened = []
-    for label, data in payloads:
-        image = _open(data, limits, label)
-        budget.spend(image.width * image.height, label)
-        opened.append((label, image))
+    check = HeaderCheck(limits)
+    opened = [(label, check(data, label)) for label, data in payloads]
     return np.stack([_decode(image, label) for label, image in opened])
 
 
