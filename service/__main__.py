@@ -14,11 +14,11 @@ import signal
 import sys
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from service.settings import Settings, env_table
+from service.workers import available_cpus
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -92,20 +92,6 @@ def _log_config(level: str) -> dict[str, Any]:
         "propagate": False,
     }
     return config
-
-
-def available_cpus() -> int:
-    """CPUs this process may use: its CPU affinity, capped by the cgroup v2 quota (what
-    `docker run --cpus` and Kubernetes CPU limits set), at least 1. One worker per CPU is the
-    default: on a 2-core machine two workers served more requests than one (README)."""
-    cpus = len(os.sched_getaffinity(0))
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            cpus = min(cpus, int(quota) // int(period))
-    except (OSError, ValueError):
-        pass
-    return max(1, cpus)
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:

@@ -23,16 +23,20 @@ class Admission:
         self.queued = 0  # admitted image-inferences not yet answered
         self._answered: deque[tuple[float, int]] = deque()  # (time, images) of recent answers
 
+    @property
+    def full(self) -> bool:
+        return self.queued >= self.max_queued_images
+
     def check_room(self) -> None:
         """Before reading a request: shed it at once (no decoding) when the queue is full."""
-        if self.queued >= self.max_queued_images:
-            raise self._overloaded()
+        if self.full:
+            raise self.overloaded()
 
     def admit(self, images: int) -> None:
         """Admit `images` image-inferences or raise Overloaded. A request larger than the whole
         bound still gets in when nothing is queued, so that it can ever be served."""
         if self.queued and self.queued + images > self.max_queued_images:
-            raise self._overloaded()
+            raise self.overloaded()
         self.queued += images
 
     def release(self, images: int) -> None:
@@ -50,7 +54,7 @@ class Admission:
         rate = sum(images for _, images in self._answered) / elapsed
         return max(1, math.ceil(self.queued / rate)) if rate > 0 else 1
 
-    def _overloaded(self) -> Overloaded:
+    def overloaded(self) -> Overloaded:
         retry = self.retry_after_s()
         return Overloaded(
             f"the service is at capacity ({self.queued} images waiting for inference, "

@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -24,17 +26,17 @@ from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.batching import InFlight
 from service.dataplane import DataPlane
 from service.errors import ServiceError, error_response, internal_error_response
 from service.front_door import FrontDoor
-from service.metrics import Metrics
+from service.metrics import MULTIPROCESS_DIR, Metrics
 from service.pages import add_pages
 from service.registry import ModelRegistry
 from service.routes import router
 from service.settings import Settings
 from service.v2_repository import router as v2_repository_router
 from service.v2_rest import router as v2_router
+from service.workers import InFlight, InFlightBoard
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-        in_flight = InFlight()
+        in_flight = _in_flight(settings)
         registry = ModelRegistry(settings, metrics, executor, in_flight)
         app.state.registry = registry
         app.state.dataplane = DataPlane(settings, registry, metrics, in_flight)
@@ -69,6 +71,7 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
                     await loader
             await registry.close()
             executor.shutdown(wait=True)
+            in_flight.close()
             metrics.close()
 
     app = FastAPIOffline(  # FastAPI with /docs and /redoc assets served locally
@@ -77,6 +80,11 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
         description="Digit predictions from three CNNs that differ only in their normalization "
         "(group, instance, layer), served from ONNX (or TensorFlow SavedModel).",
         lifespan=lifespan,
+        telemetry={
+            "tracing": settings.opentelemetry,
+            "metrics": settings.opentelemetry,
+            "logs": settings.opentelemetry,
+        },
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -87,6 +95,15 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
     app.include_router(v2_repository_router)
     add_pages(app)
     return app
+
+
+def _in_flight(settings: Settings) -> InFlight:
+    """This worker's in-flight count, published on the workers' board when there are several
+    (their shared directory is set by `python -m service` before they start)."""
+    shared = os.environ.get(MULTIPROCESS_DIR)
+    if settings.workers > 1 and shared:
+        return InFlight(InFlightBoard(Path(shared)))
+    return InFlight()
 
 
 def _drain_on_sigterm(dataplane: DataPlane) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -25,26 +25,47 @@ class Backend(Protocol):
 
     def predict(self, images: np.ndarray) -> np.ndarray: ...
 
+    def predict_alone(self, images: np.ndarray) -> np.ndarray: ...
+
 
 class OnnxBackend:
+    """One onnxruntime session of `threads` threads for batches (the inference thread), and
+    for lone requests a second one of `lone_threads` that splits each operator over the
+    machine's idle cores. Its pool threads spin while a run is on (no wake-up between the
+    model's operators) and stop the moment it returns, so an idle service burns no CPU."""
+
     name = "onnx"
 
-    def __init__(self, version_dir: Path, manifest: Manifest, threads: int) -> None:
-        import onnxruntime as ort
-
+    def __init__(
+        self, version_dir: Path, manifest: Manifest, threads: int, lone_threads: int = 1
+    ) -> None:
         verify_artifacts(version_dir, manifest, only=[manifest.onnx_file])
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self._session = ort.InferenceSession(
-            str(version_dir / manifest.onnx_file), options, providers=["CPUExecutionProvider"]
+        model_file = version_dir / manifest.onnx_file
+        self._session = _onnx_session(model_file, threads)
+        self._lone_session = (
+            _onnx_session(model_file, lone_threads) if lone_threads > 1 else self._session
         )
         self._input = manifest.input.name
         self._output = manifest.output.name
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         return self._session.run([self._output], {self._input: images})[0]
+
+    def predict_alone(self, images: np.ndarray) -> np.ndarray:
+        return self._lone_session.run([self._output], {self._input: images})[0]
+
+
+def _onnx_session(model_file: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads > 1:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+        options.add_session_config_entry("session.force_spinning_stop", "1")
+    return ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
 
 
 class SavedModelBackend:
@@ -72,6 +93,8 @@ class SavedModelBackend:
     def predict(self, images: np.ndarray) -> np.ndarray:
         outputs = self._signature(**{self._input: self._tf.constant(images)})
         return outputs[self._output].numpy()
+
+    predict_alone = predict  # TensorFlow schedules its own threads
 
 
 BACKENDS: dict[str, type[OnnxBackend] | type[SavedModelBackend]] = {

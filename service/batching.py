@@ -11,7 +11,9 @@ ones that fail again get `InferenceFailed`.
 A small request that finds the service otherwise idle (nothing queued or running here, no
 other request in flight, even after one turn of the event loop) is inferred at once on the
 event loop (`inline_when_alone`). A lone client waits for its own inference either way; this
-way it does not also wait for the collector task and two thread hand-offs.
+way it does not also wait for the collector task and two thread hand-offs. When no other
+worker has a request in flight either, it runs on `predict_alone`, which may spread the model
+over the idle cores.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.errors import InferenceFailed
+from service.workers import InFlight
 
 logger = logging.getLogger(__name__)
 
@@ -34,20 +37,6 @@ Predict = Callable[[np.ndarray], np.ndarray]
 # The most images a lone request may have inferred on the event loop, which stalls for their
 # inference; a bigger one goes to the inference thread, keeping the loop free meanwhile.
 ALONE_MAX_IMAGES = 4
-
-
-class InFlight:
-    """How many prediction requests the service is handling right now (any stage)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __enter__(self) -> InFlight:
-        self.count += 1
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.count -= 1
 
 
 @dataclass
@@ -68,9 +57,11 @@ class MicroBatcher:
         on_queue_change: Callable[[int], None] = lambda delta: None,
         in_flight: InFlight | None = None,
         inline_when_alone: bool = False,
+        predict_alone: Predict | None = None,
         name: str = "model",
     ) -> None:
         self._predict = predict
+        self._predict_alone = predict_alone or predict
         self._inline_when_alone = inline_when_alone
         self._executor = executor
         self._max_batch_size = max_batch_size
@@ -153,8 +144,10 @@ class MicroBatcher:
 
     def _run_alone(self, images: np.ndarray) -> np.ndarray:
         self._on_batch(len(images))
+        # Only while no sibling worker is busy: their requests need the other cores.
+        alone_in_service = self._in_flight is not None and not self._in_flight.elsewhere()
         try:
-            return self._predict(images)
+            return (self._predict_alone if alone_in_service else self._predict)(images)
         except Exception as error:
             raise self._failure(error, images) from error
 

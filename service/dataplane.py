@@ -21,13 +21,13 @@ import numpy as np
 from mnist_shared.preprocessing import IMAGE_SIZE
 from service.admission import Admission
 from service.backends import BACKENDS
-from service.batching import InFlight
 from service.errors import BadRequest, GatewayTimeout, NotReady, Overloaded, ServiceError
 from service.metrics import Metrics
 from service.model_loading import LoadFailed
 from service.model_slots import LoadedModel
 from service.registry import ModelRegistry
 from service.settings import Settings
+from service.workers import InFlight
 
 SERVER_NAME = "mnist-normalization-serving"
 SERVER_VERSION = "1.0.0"
@@ -178,7 +178,7 @@ class DataPlane:
                 *(self._registry.predict(model, backend, images) for model in models)
             )
         for variant in variants:
-            self._metrics.images.labels(variant=variant).inc(len(images))
+            self._metrics.images_classified(variant, len(images))
         return [
             VariantResult(model.variant, model.version, backend, probabilities)
             for model, probabilities in zip(models, answers, strict=True)
@@ -195,18 +195,20 @@ class DataPlane:
         finally:
             self._admission.release(image_inferences)
 
-    def shed_at_door(self, name: str | None) -> Overloaded | None:
-        """Overloaded (counted as a shed 503) when the queue is full, before anything is read:
-        under a retry storm a shed request must cost next to nothing, or shedding alone would
-        fill the event loop and starve the requests being served."""
-        try:
-            self._admission.check_room()
-        except Overloaded as error:
-            label = self.metric_label(name)
-            self._metrics.shed.labels(variant=label).inc()
-            self._metrics.requests.labels(variant=label, status=str(error.status_code)).inc()
-            return error
-        return None
+    @property
+    def at_capacity(self) -> bool:
+        """The inference queue is full: requests are shed at the door, before anything is
+        read (under a retry storm a shed request must cost next to nothing, or shedding alone
+        would fill the event loop and starve the requests being served)."""
+        return self._admission.full
+
+    def shed_at_door(self, name: str | None) -> Overloaded:
+        """The 503 (with Retry-After) for a request refused `at_capacity`, counted."""
+        error = self._admission.overloaded()
+        label = self.metric_label(name)
+        self._metrics.request_shed(label)
+        self._metrics.request_answered(label, error.status_code)
+        return error
 
     def metric_label(self, name: str | None) -> str:
         """The variant label of a request's metrics: a known variant, `all`, else `other` (a
@@ -237,11 +239,10 @@ class DataPlane:
         except ServiceError as error:
             status = error.status_code
             if isinstance(error, Overloaded):
-                self._metrics.shed.labels(variant=label).inc()
+                self._metrics.request_shed(label)
             raise
         finally:
-            self._metrics.requests.labels(variant=label, status=str(status)).inc()
-            self._metrics.latency.labels(variant=label).observe(time.perf_counter() - started)
+            self._metrics.request_answered(label, status, time.perf_counter() - started)
 
     # -- helpers ------------------------------------------------------------------------------
 

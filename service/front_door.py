@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import re
-from urllib.parse import parse_qs
 
 import orjson
 from starlette.requests import Request
@@ -21,7 +20,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.errors import Overloaded, ServiceError, error_response, internal_error_response
-from service.routes import predict
+from service.routes import predict, query_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -37,9 +36,8 @@ class FrontDoor:
             match = _INFERENCE_PATH.match(scope["path"])
             dataplane = getattr(scope["app"].state, "dataplane", None) if match else None
             if dataplane is not None:
-                error = dataplane.shed_at_door(match.group(1) or _variant(scope))
-                if error is not None:
-                    await _shed(send, error)
+                if dataplane.at_capacity:
+                    await _shed(send, dataplane.shed_at_door(match.group(1) or _variant(scope)))
                     return
                 if scope["path"] == "/predict":
                     response = await _predict(Request(scope, receive))
@@ -49,8 +47,7 @@ class FrontDoor:
 
 
 def _variant(scope: Scope) -> str | None:
-    values = parse_qs(scope["query_string"].decode("latin-1")).get("variant")
-    return values[0] if values else None
+    return query_parameters(scope["query_string"]).get("variant")
 
 
 async def _shed(send: Send, error: Overloaded) -> None:

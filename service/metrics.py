@@ -8,8 +8,10 @@ answered by any worker, sums them all (prometheus_client's multiprocess mode).
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
@@ -21,6 +23,7 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], Any] = {}
         self.requests = Counter(
             "mnist_requests",
             "Prediction requests by variant and HTTP status.",
@@ -65,6 +68,29 @@ class Metrics:
             ["variant"],
             registry=registry,
         )
+
+    def request_answered(self, variant: str, status: int, seconds: float | None = None) -> None:
+        """A prediction request's answer counted by status, and its latency unless it was
+        refused before it was timed (shed at the door)."""
+        self._child(self.requests, variant, str(status)).inc()
+        if seconds is not None:
+            self._child(self.latency, variant).observe(seconds)
+
+    def images_classified(self, variant: str, count: int) -> None:
+        self._child(self.images, variant).inc(count)
+
+    def request_shed(self, variant: str) -> None:
+        self._child(self.shed, variant).inc()
+
+    def _child(self, metric: MetricWrapperBase, *labels: str) -> Any:
+        """`metric.labels(*labels)`, looked up once: `labels()` checks its arguments and takes
+        a lock on every call, a cost on every request. Labels are few (served variants,
+        `all`, `other`; status codes), so the cache stays small."""
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def exposition(self) -> bytes:
         """One scrape in Prometheus' text format: this process's metrics, or every worker's

@@ -37,9 +37,11 @@ def fingerprint(version_dir: Path) -> Fingerprint:
     return tuple(entries)
 
 
-def load_version(version_dir: Path, threads: int) -> tuple[Manifest, Backend]:
-    """The version's manifest and its verified, smoke-checked ONNX backend; LoadFailed saying
-    why otherwise."""
+def load_version(
+    version_dir: Path, threads: int, lone_threads: int = 1
+) -> tuple[Manifest, Backend]:
+    """The version's manifest and its verified, smoke-checked ONNX backend (sessions of
+    `threads` and `lone_threads` threads, see `OnnxBackend`); LoadFailed saying why otherwise."""
     try:
         manifest = Manifest.read(version_dir)
     except (OSError, ValidationError, ValueError) as error:
@@ -50,7 +52,7 @@ def load_version(version_dir: Path, threads: int) -> tuple[Manifest, Backend]:
             f"{version_dir.name}: re-export the model instead of renaming its directory"
         )
     try:
-        backend = OnnxBackend(version_dir, manifest, threads)
+        backend = OnnxBackend(version_dir, manifest, threads, lone_threads)
     except ValueError as error:  # verify_artifacts: a missing file or a sha256 mismatch
         raise LoadFailed(str(error)) from None
     except Exception as error:  # onnxruntime's own errors share no base class
@@ -63,10 +65,11 @@ def load_version(version_dir: Path, threads: int) -> tuple[Manifest, Backend]:
 
 def smoke_check(backend: Backend) -> None:
     """Fixed inputs through the model (which also warms it up): shape (N, 10), finite, each
-    row a probability distribution."""
+    row a probability distribution, and the same from the lone-request path."""
     images = _smoke_images()
     try:
         probabilities = np.asarray(backend.predict(images))
+        alone = np.asarray(backend.predict_alone(images[:1]))
     except Exception as error:
         raise LoadFailed(f"smoke check: inference raised {_first_line(error)}") from None
     if probabilities.shape != (len(images), 10):
@@ -81,6 +84,8 @@ def smoke_check(backend: Backend) -> None:
             f"smoke check: rows are not probability distributions (row sums {sums.min():.4f}"
             f"..{sums.max():.4f}, expected 1)"
         )
+    if alone.shape != (1, 10) or not np.allclose(alone, probabilities[:1], atol=1e-5):
+        raise LoadFailed("smoke check: the lone-request session disagrees with the batch one")
 
 
 def _smoke_images() -> np.ndarray:

@@ -23,7 +23,7 @@ import numpy as np
 
 from mnist_shared.manifest import list_versions
 from service.backends import Backend, SavedModelBackend
-from service.batching import InFlight, MicroBatcher
+from service.batching import MicroBatcher
 from service.errors import Conflict, NotFound, NotReady
 from service.metrics import Metrics
 from service.model_loading import LoadFailed, fingerprint, load_version, smoke_check
@@ -31,6 +31,7 @@ from service.model_slots import LoadedModel, VariantSlot, VersionFailure
 from service.registry_views import RegistryViews
 from service.settings import Settings
 from service.version_policy import VersionPolicy
+from service.workers import InFlight
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +203,9 @@ class ModelRegistry(RegistryViews):
         slot.loading.add(version)
         try:
             threads = self._settings.inference_threads
-            manifest, backend = await asyncio.to_thread(load_version, version_dir, threads)
+            manifest, backend = await asyncio.to_thread(
+                load_version, version_dir, threads, self._settings.lone_session_threads
+            )
         except LoadFailed as error:
             slot.failures[version] = VersionFailure(str(error), files)
             self._metrics.load_failures.labels(variant=slot.name).inc()
@@ -257,6 +260,7 @@ class ModelRegistry(RegistryViews):
         batcher = MicroBatcher(
             backend.predict,
             self._executor,
+            predict_alone=backend.predict_alone,
             max_batch_size=self._settings.max_batch_size,
             max_wait_s=self._settings.max_batch_wait_ms / 1000,
             on_batch=self._metrics.batch_size.labels(**labels).observe,

@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.backends import BACKENDS
 from service.version_policy import VersionPolicy
+from service.workers import available_cpus
 
 
 class Settings(BaseSettings):
@@ -120,9 +121,31 @@ class Settings(BaseSettings):
         "on the event loop, without the hand-off to the inference thread (a lone client's "
         "latency); false: every request goes through the inference thread.",
     )
+    lone_request_threads: int = Field(
+        2,
+        ge=1,
+        description="onnxruntime threads for a lone request inferred on the event loop while no "
+        "other worker has a request in flight: each operator is split over the idle cores "
+        "(capped at the CPUs the process may use); 1: no second session.",
+    )
+    opentelemetry: bool = Field(
+        False,
+        description="FastAPI's native OpenTelemetry traces, HTTP metrics and logs, sent to the "
+        "providers configured in the process (e.g. FASTAPI_OTEL_AUTO_CONFIGURE=true with the "
+        "OTEL_* variables); off: FastAPI does not even look for them, a cost on every request. "
+        "The service's own metrics are at /metrics either way.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level of the service and uvicorn."
     )
+
+    @property
+    def lone_session_threads(self) -> int:
+        """Threads of the lone-request session: 1 (none of its own) when lone requests are
+        not inferred on the event loop, else MNIST_LONE_REQUEST_THREADS within the CPUs."""
+        if not self.inline_lone_requests:
+            return 1
+        return min(self.lone_request_threads, available_cpus())
 
     @field_validator("variants", mode="before")
     @classmethod

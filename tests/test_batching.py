@@ -10,8 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from service.batching import ALONE_MAX_IMAGES, InFlight, MicroBatcher
+from service.batching import ALONE_MAX_IMAGES, MicroBatcher
 from service.errors import InferenceFailed
+from service.workers import InFlight, InFlightBoard
 
 
 def _run(coroutine):
@@ -118,16 +119,18 @@ def test_stop_fails_queued_requests():
     _run(main())
 
 
-def _run_requests(predict, inline_when_alone: bool, plan: list[list[int]], sizes: list[int]):
+def _run_requests(
+    predict, inline_when_alone: bool, plan: list[list[int]], sizes: list[int], **batcher_args
+):
     """Rounds of concurrent requests (each round a list of image counts), each request counted
     in flight as the data plane counts it; returns every answer."""
 
     async def main():
-        in_flight = InFlight()
+        in_flight = batcher_args.pop("in_flight", None) or InFlight()
         executor = ThreadPoolExecutor(1, thread_name_prefix="inference")
         batcher = MicroBatcher(
             predict, executor, max_batch_size=8, max_wait_s=0.01, on_batch=sizes.append,
-            in_flight=in_flight, inline_when_alone=inline_when_alone,
+            in_flight=in_flight, inline_when_alone=inline_when_alone, **batcher_args,
         )  # fmt: skip
         batcher.start()
 
@@ -160,6 +163,31 @@ def test_a_lone_small_request_is_inferred_on_the_event_loop_and_company_is_batch
     for counts, round_answers in zip(plan, answers, strict=True):
         assert [len(a) for a in round_answers] == counts
         assert all((a == 2).all() for a in round_answers)
+
+
+def test_the_lone_session_serves_only_while_no_other_worker_has_a_request(tmp_path):
+    calls: list[str] = []
+    this_worker, sibling = InFlight(InFlightBoard(tmp_path)), InFlight(InFlightBoard(tmp_path))
+
+    def run(plan: list[list[int]]) -> None:
+        _run_requests(
+            lambda x: calls.append("batch session") or x, True, plan, [],
+            predict_alone=lambda x: calls.append("lone session") or x, in_flight=this_worker,
+        )  # fmt: skip
+
+    try:
+        run([[1]])
+        assert calls == ["lone session"]
+        calls.clear()
+        with sibling:  # another worker is busy: its cores are not idle
+            run([[1]])
+        assert calls == ["batch session"]
+        calls.clear()
+        run([[1, 1]])  # company in this worker: batched in the inference thread
+        assert calls == ["batch session"]
+    finally:
+        this_worker.close()
+        sibling.close()
 
 
 def test_with_inline_off_even_a_lone_request_goes_to_the_inference_thread():

@@ -24,8 +24,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from mnist_shared.preprocessing import scale_pixels
 from service.app import create_app
-from service.model_loading import LoadFailed, smoke_check
+from service.model_loading import LoadFailed, load_version, smoke_check
 from service.settings import Settings
 from tests.conftest import REPO_ROOT
 from tests.serving import Server
@@ -293,11 +294,15 @@ def _load_failures(client: TestClient) -> float:
 class FakeBackend:
     name = "fake"
 
-    def __init__(self, output) -> None:
+    def __init__(self, output, output_alone=None) -> None:
         self.output = output
+        self.output_alone = output_alone or output
 
     def predict(self, images):
         return self.output(images)
+
+    def predict_alone(self, images):
+        return self.output_alone(images)
 
 
 @pytest.mark.parametrize(
@@ -314,6 +319,25 @@ def test_the_smoke_check_refuses_a_model_that_answers_nonsense(output, reason):
     with pytest.raises(LoadFailed, match=re.escape(reason)):
         smoke_check(FakeBackend(output))
     smoke_check(FakeBackend(lambda x: np.full((len(x), 10), 0.1, np.float32)))  # a sane one
+
+
+def test_the_smoke_check_refuses_a_lone_request_session_that_disagrees():
+    uniform = lambda x: np.full((len(x), 10), 0.1, np.float32)  # noqa: E731
+    skewed = lambda x: np.eye(10, dtype=np.float32)[: len(x)]  # noqa: E731
+    with pytest.raises(LoadFailed, match="lone-request session disagrees with the batch one"):
+        smoke_check(FakeBackend(uniform, skewed))
+
+
+@pytest.mark.parametrize("lone_threads", [1, 2])
+def test_the_lone_request_session_answers_as_the_batch_one(mnist, lone_threads):
+    version_dir = sorted((COMMITTED / "group").iterdir())[-1]
+    _, backend = load_version(version_dir, threads=1, lone_threads=lone_threads)
+    images = scale_pixels(mnist.test_images[:4])
+    for image in images:
+        np.testing.assert_allclose(
+            backend.predict_alone(image[None]), backend.predict(image[None]), atol=1e-6
+        )
+    assert (backend._lone_session is backend._session) == (lone_threads == 1)
 
 
 def test_a_broken_new_variant_neither_drops_readiness_nor_becomes_the_default(models, digit_png):

@@ -52,3 +52,13 @@ def test_invalid_settings(monkeypatch, env, message):
         monkeypatch.setenv(key, value)
     with pytest.raises(ValidationError, match=message):
         Settings()
+
+
+@pytest.mark.parametrize(
+    ("inline", "asked", "cpus", "threads"),
+    [(True, 2, 2, 2), (True, 2, 1, 1), (True, 4, 2, 2), (True, 1, 8, 1), (False, 2, 2, 1)],
+)
+def test_lone_session_threads_stay_within_the_cpus(monkeypatch, inline, asked, cpus, threads):
+    monkeypatch.setattr("service.settings.available_cpus", lambda: cpus)
+    settings = Settings(inline_lone_requests=inline, lone_request_threads=asked)
+    assert settings.lone_session_threads == threads

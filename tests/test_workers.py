@@ -1,4 +1,5 @@
-"""Two uvicorn workers: one `/metrics` scrape, whichever worker answers it, counts every request."""
+"""Two uvicorn workers: one `/metrics` scrape, whichever worker answers it, counts every request;
+each publishes its requests in flight on the workers' board (`service.workers`)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import sys
 import time
 
 import httpx
+import pytest
 from PIL import Image
 
+from service.workers import BOARD_SLOTS, InFlight, InFlightBoard
 from tests.conftest import REPO_ROOT
 from tests.test_deployment import _free_port
 
@@ -63,6 +66,13 @@ def test_metrics_sum_every_worker(mnist, tmp_path):
         assert scrapes == [REQUESTS] * 6
         # Both workers served: each wrote its own counter file.
         assert len(list(tmp_path.glob("counter_*.db"))) == 2
+        # Each took a slot on the board, and every request answered left it at 0.
+        assert sorted(path.name for path in tmp_path.glob("worker-*.lock")) == [
+            "worker-0.lock",
+            "worker-1.lock",
+        ]
+        board = memoryview((tmp_path / "in_flight.board").read_bytes()).cast("q")
+        assert len(board) == BOARD_SLOTS and not any(board)
     finally:
         process.send_signal(signal.SIGTERM)
         output = process.communicate(timeout=30)[0].decode()
@@ -81,3 +91,47 @@ def _wait_ready(url, process, timeout_s: float = 90) -> None:
             pass
         time.sleep(0.2)
     raise AssertionError("the workers did not become ready")
+
+
+def test_board_counts_what_the_other_workers_have_in_flight(tmp_path):
+    first, second = InFlight(InFlightBoard(tmp_path)), InFlight(InFlightBoard(tmp_path))
+    try:
+        with first:
+            assert (first.count, first.elsewhere(), second.elsewhere()) == (1, 0, 1)
+            with second, second:
+                assert (first.elsewhere(), second.elsewhere()) == (2, 1)
+            assert second.elsewhere() == 1
+        assert first.elsewhere() == second.elsewhere() == 0
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_single_worker_has_nobody_elsewhere():
+    in_flight = InFlight()
+    with in_flight:
+        assert (in_flight.count, in_flight.elsewhere()) == (1, 0)
+
+
+def test_a_dead_workers_slot_is_taken_over_and_reset(tmp_path):
+    survivor, dead = InFlight(InFlightBoard(tmp_path)), InFlightBoard(tmp_path)
+    dead.publish(3)  # died with three requests in flight: its lock goes, its count stays
+    os.close(dead._lock_fd)
+    try:
+        assert survivor.elsewhere() == 3
+        successor = InFlightBoard(tmp_path)
+        assert successor.slot == dead.slot
+        assert survivor.elsewhere() == 0
+        successor.close()
+    finally:
+        survivor.close()
+
+
+def test_boards_take_distinct_slots_until_none_is_left(tmp_path, monkeypatch):
+    monkeypatch.setattr("service.workers.BOARD_SLOTS", 2)
+    boards = [InFlightBoard(tmp_path), InFlightBoard(tmp_path)]
+    assert sorted(board.slot for board in boards) == [0, 1]
+    with pytest.raises(RuntimeError, match="all 2 worker slots in .* are taken"):
+        InFlightBoard(tmp_path)
+    for board in boards:
+        board.close()
