@@ -145,7 +145,7 @@ class MicroBatcher:
     def _run_alone(self, images: np.ndarray) -> np.ndarray:
         self._on_batch(len(images))
         # Only while no sibling worker is busy: their requests need the other cores.
-        alone_in_service = self._in_flight is not None and not self._in_flight.elsewhere()
+        alone_in_service = self._in_flight is not None and self._in_flight.siblings_quiet()
         try:
             return (self._predict_alone if alone_in_service else self._predict)(images)
         except Exception as error:

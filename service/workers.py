@@ -9,17 +9,19 @@ its inference over the machine's cores (`service.batching`) without taking them 
 from __future__ import annotations
 
 import fcntl
-import logging
 import mmap
 import os
+import time
 from pathlib import Path
-
-logger = logging.getLogger(__name__)
 
 # Slots on the board: more than any machine's worker count. A worker that exits (or dies)
 # releases its slot's lock, and the worker started in its place takes the slot over.
 BOARD_SLOTS = 64
-_SLOT = 8  # bytes: one int64 count
+_BOARD_BYTES = BOARD_SLOTS * 2 * 8  # a count and a time (int64 each) per slot
+# A sibling worker active this recently is taken to be serving a client whose next request
+# may come at any moment: a lone request then keeps to one core rather than contend with it
+# (a thread of a split inference preempted mid-operator stalls the whole run).
+SIBLINGS_QUIET_S = 0.01
 
 
 def available_cpus() -> int:
@@ -37,32 +39,42 @@ def available_cpus() -> int:
 
 
 class InFlightBoard:
-    """Every worker's count of requests in flight, in `directory/in_flight.board` (one int64
-    slot per worker, written only by its owner, read by all). A worker owns the slot whose lock
-    file (`worker-<slot>.lock`) it holds: the lock goes with the process, so a worker started
-    after another exited takes over its slot, and resets it."""
+    """Every worker's requests in flight and when that count last changed, in
+    `directory/in_flight.board`: a slot per worker (two int64s, counts first, then times),
+    written only by its owner, read by all. A worker owns the slot whose lock file
+    (`worker-<slot>.lock`) it holds: the lock goes with the process, so a worker started after
+    another exited takes its slot over, and resets it."""
 
     def __init__(self, directory: Path) -> None:
         self._lock_fd, self.slot = _claim_slot(directory)
         board_fd = os.open(directory / "in_flight.board", os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            if os.fstat(board_fd).st_size < BOARD_SLOTS * _SLOT:
-                os.ftruncate(board_fd, BOARD_SLOTS * _SLOT)  # zero-filled; every worker agrees
-            self._map = mmap.mmap(board_fd, BOARD_SLOTS * _SLOT)
+            if os.fstat(board_fd).st_size < _BOARD_BYTES:
+                os.ftruncate(board_fd, _BOARD_BYTES)  # zero-filled; every worker agrees
+            self._map = mmap.mmap(board_fd, _BOARD_BYTES)
         finally:
             os.close(board_fd)
-        self._counts = memoryview(self._map).cast("q")
-        self._counts[self.slot] = 0  # a dead predecessor's count, if any
+        board = memoryview(self._map).cast("q")
+        self._counts, self._times = board[:BOARD_SLOTS], board[BOARD_SLOTS:]
+        self._counts[self.slot] = self._times[self.slot] = 0  # a dead predecessor's, if any
 
     def publish(self, count: int) -> None:
-        self._counts[self.slot] = count  # one aligned 8-byte store: readers never see half
+        # Aligned 8-byte stores: a reader never sees half of one.
+        self._counts[self.slot] = count
+        self._times[self.slot] = time.monotonic_ns()  # one clock for every process
 
-    def total(self) -> int:
-        return sum(self._counts)
+    def others_quiet(self, quiet_s: float) -> bool:
+        """No other worker has a request in flight, nor had one in the last `quiet_s`."""
+        if sum(self._counts) != self._counts[self.slot]:
+            return False
+        since = time.monotonic_ns() - int(quiet_s * 1e9)
+        before, after = self._times[: self.slot], self._times[self.slot + 1 :]
+        return max(before, default=0) < since and max(after, default=0) < since
 
     def close(self) -> None:
         self._counts[self.slot] = 0
-        self._counts.release()
+        for view in (self._counts, self._times):
+            view.release()
         self._map.close()
         os.close(self._lock_fd)
 
@@ -98,9 +110,10 @@ class InFlight:
         if self._board is not None:
             self._board.publish(self.count)
 
-    def elsewhere(self) -> int:
-        """Requests in flight in the other workers (0 with a single worker)."""
-        return self._board.total() - self.count if self._board is not None else 0
+    def siblings_quiet(self) -> bool:
+        """No other worker is serving or has just served a request (true for a single
+        worker): the machine's other cores are idle."""
+        return self._board is None or self._board.others_quiet(SIBLINGS_QUIET_S)
 
     def close(self) -> None:
         if self._board is not None:

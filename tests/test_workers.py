@@ -72,7 +72,7 @@ def test_metrics_sum_every_worker(mnist, tmp_path):
             "worker-1.lock",
         ]
         board = memoryview((tmp_path / "in_flight.board").read_bytes()).cast("q")
-        assert len(board) == BOARD_SLOTS and not any(board)
+        assert len(board) == 2 * BOARD_SLOTS and not any(board[:BOARD_SLOTS])  # counts, times
     finally:
         process.send_signal(signal.SIGTERM)
         output = process.communicate(timeout=30)[0].decode()
@@ -93,35 +93,39 @@ def _wait_ready(url, process, timeout_s: float = 90) -> None:
     raise AssertionError("the workers did not become ready")
 
 
-def test_board_counts_what_the_other_workers_have_in_flight(tmp_path):
+def test_siblings_are_quiet_only_with_nothing_in_flight_for_a_while(tmp_path, monkeypatch):
     first, second = InFlight(InFlightBoard(tmp_path)), InFlight(InFlightBoard(tmp_path))
     try:
+        assert first.siblings_quiet() and second.siblings_quiet()
         with first:
-            assert (first.count, first.elsewhere(), second.elsewhere()) == (1, 0, 1)
-            with second, second:
-                assert (first.elsewhere(), second.elsewhere()) == (2, 1)
-            assert second.elsewhere() == 1
-        assert first.elsewhere() == second.elsewhere() == 0
+            assert first.count == 1
+            assert first.siblings_quiet()  # its own request does not count
+            assert not second.siblings_quiet()
+        assert not second.siblings_quiet()  # the first has only just answered
+        monkeypatch.setattr("service.workers.SIBLINGS_QUIET_S", 0.05)
+        time.sleep(0.06)
+        assert second.siblings_quiet()
     finally:
         first.close()
         second.close()
 
 
-def test_a_single_worker_has_nobody_elsewhere():
+def test_a_single_worker_has_no_siblings():
     in_flight = InFlight()
     with in_flight:
-        assert (in_flight.count, in_flight.elsewhere()) == (1, 0)
+        assert (in_flight.count, in_flight.siblings_quiet()) == (1, True)
 
 
-def test_a_dead_workers_slot_is_taken_over_and_reset(tmp_path):
+def test_a_dead_workers_slot_is_taken_over_and_reset(tmp_path, monkeypatch):
+    monkeypatch.setattr("service.workers.SIBLINGS_QUIET_S", 0.0)
     survivor, dead = InFlight(InFlightBoard(tmp_path)), InFlightBoard(tmp_path)
     dead.publish(3)  # died with three requests in flight: its lock goes, its count stays
     os.close(dead._lock_fd)
     try:
-        assert survivor.elsewhere() == 3
+        assert not survivor.siblings_quiet()
         successor = InFlightBoard(tmp_path)
         assert successor.slot == dead.slot
-        assert survivor.elsewhere() == 0
+        assert survivor.siblings_quiet()
         successor.close()
     finally:
         survivor.close()
