@@ -116,7 +116,8 @@ def sample_png(data_dir: str | None) -> bytes:
 
 
 def start_service(port: int, models_dir: Path, **env: str) -> subprocess.Popen:
-    """`python -m service` (as the container runs it), one worker, gRPC off, until ready."""
+    """`python -m service` (the container's command) with one worker, gRPC off, until ready:
+    the CPU and memory figures of the benchmarks that use it are read from that one process."""
     variables = {
         **os.environ,
         "MNIST_HOST": "127.0.0.1",

@@ -1,4 +1,5 @@
-"""Overload and hostile inputs, measured against the service as the container runs it.
+"""Overload and hostile inputs, measured against `python -m service` with one worker (its CPU
+is read from that one process; the container runs one per CPU).
 
 1. Load shedding: 200 clients each posting 16 digits with `variant=all`, waiting out
    `Retry-After` after a 503 as load balancers and client libraries do, with the default bound
