@@ -4,7 +4,8 @@ Starts the service (the same `python -m service` the container runs, its default
 two reference peers of `../shared/bench/naive_peer.py` on the same committed group model
 (`inline`: inference on the event loop; `thread`: in a one-thread executor), then runs wrk with
 1, 8 and 64 connections posting one real MNIST test digit as PNG per request, rounds interleaved
-so that the machine's noise hits all alike, each configuration `--rounds` times, best kept. Also
+so that the machine's noise hits all alike, each configuration `--rounds` times, best kept (the
+1-client runs of a round in 3 alternating slices of a third of the duration). Also
 measured on the service: `variant=all` (three models a request), the Open Inference Protocol's
 `/v2/models/group/infer` with binary tensors (1 and 8 images a request, wrk) and gRPC
 `ModelInfer` (1 image, h2load from Debian's `nghttp2-client`, which reports mean latency only).
@@ -53,6 +54,7 @@ done = function(summary, latency, requests)
 end
 """
 CONNECTIONS = (1, 8, 64)
+LONE_CLIENT_SLICES = 3  # each round's 1-client runs, split in alternating slices
 # Targets (issue "HTTP hot path"): ratios to the peers measured in the same run.
 TARGET_VS_INLINE, TARGET_VS_THREAD, TARGET_P99_MS = 2.0, 1.5, 60.0
 TARGET_LONE_P50, TARGET_ALL_VS_THREAD = 1.1, 0.6
@@ -204,9 +206,16 @@ def keep_best(results: dict, key: tuple, row: dict) -> None:
 
 def measure(args: argparse.Namespace, files: dict, servers: dict) -> dict:
     """Best of `args.rounds` interleaved rounds of every (server, load, clients)."""
-    plan = [(name, "/predict PNG" if name == "service" else "peer PNG", c)
-            for c in CONNECTIONS for name in ("service", "inline", "thread")]  # fmt: skip
-    plan += [("service", load, 64) for load in ("/predict all", "/v2 binary x1", "/v2 binary x8")]
+    plan = []
+    for clients in CONNECTIONS:
+        # A lone client's latency swings with the machine's slow phases, which last seconds:
+        # short slices, alternating between the servers, make every server see the same ones.
+        slices = LONE_CLIENT_SLICES if clients == 1 else 1
+        duration = max(1, round(args.duration / slices))
+        plan += [(name, "/predict PNG" if name == "service" else "peer PNG", clients, duration)
+                 for _ in range(slices) for name in ("service", "inline", "thread")]  # fmt: skip
+    plan += [("service", load, 64, args.duration)
+             for load in ("/predict all", "/v2 binary x1", "/v2 binary x8")]  # fmt: skip
     results: dict = {}
     for name in ("service", "inline", "thread"):  # warm-up
         port = servers[name]
@@ -214,8 +223,8 @@ def measure(args: argparse.Namespace, files: dict, servers: dict) -> dict:
             port, 8, 2, files["script"], files["peer PNG" if name != "service" else "/predict PNG"]
         )
     for round_ in range(args.rounds):
-        for name, load, clients in plan:
-            row = run_wrk(servers[name], clients, args.duration, files["script"], files[load])
+        for name, load, clients, duration in plan:
+            row = run_wrk(servers[name], clients, duration, files["script"], files[load])
             keep_best(results, (name, load, clients), row)
             print(
                 ROW.format(
