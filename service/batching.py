@@ -11,9 +11,9 @@ ones that fail again get `InferenceFailed`.
 A small request that finds the service otherwise idle (nothing queued or running here, no
 other request in flight, even after one turn of the event loop) is inferred at once on the
 event loop (`inline_when_alone`). A lone client waits for its own inference either way; this
-way it does not also wait for the collector task and two thread hand-offs. When no other
-worker has a request in flight either, it runs on `predict_alone`, which may spread the model
-over the idle cores.
+way it does not also wait for the collector task and two thread hand-offs. When the other
+workers are quiet too (`InFlight.siblings_quiet`), it runs on `predict_alone`, which may spread
+the model over the idle cores.
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ class MicroBatcher:
 
     def _run_alone(self, images: np.ndarray) -> np.ndarray:
         self._on_batch(len(images))
-        # Only while no sibling worker is busy: their requests need the other cores.
+        # Only while the sibling workers are quiet: their requests need the other cores.
         alone_in_service = self._in_flight is not None and self._in_flight.siblings_quiet()
         try:
             return (self._predict_alone if alone_in_service else self._predict)(images)

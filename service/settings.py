@@ -125,8 +125,8 @@ class Settings(BaseSettings):
         2,
         ge=1,
         description="onnxruntime threads for a lone request inferred on the event loop while no "
-        "other worker has a request in flight: each operator is split over the idle cores "
-        "(capped at the CPUs the process may use); 1: no second session.",
+        "other worker has had a request in flight for 10 ms: each operator is split over the "
+        "idle cores (capped at the CPUs the process may use); 1: no second session.",
     )
     opentelemetry: bool = Field(
         False,

@@ -120,13 +120,19 @@ def test_stop_fails_queued_requests():
 
 
 def _run_requests(
-    predict, inline_when_alone: bool, plan: list[list[int]], sizes: list[int], **batcher_args
+    predict,
+    inline_when_alone: bool,
+    plan: list[list[int]],
+    sizes: list[int],
+    in_flight: InFlight | None = None,
+    **batcher_args,
 ):
     """Rounds of concurrent requests (each round a list of image counts), each request counted
-    in flight as the data plane counts it; returns every answer."""
+    in flight as the data plane counts it (`in_flight`, else a fresh count); returns every
+    answer."""
+    in_flight = in_flight or InFlight()
 
     async def main():
-        in_flight = batcher_args.pop("in_flight", None) or InFlight()
         executor = ThreadPoolExecutor(1, thread_name_prefix="inference")
         batcher = MicroBatcher(
             predict, executor, max_batch_size=8, max_wait_s=0.01, on_batch=sizes.append,
