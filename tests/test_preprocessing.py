@@ -16,7 +16,7 @@ from mnist_shared.preprocessing import (
     scale_pixels,
     to_mnist_digit,
 )
-from training.photos import Scene, compose
+from training.photo_scene import Scene, compose
 
 
 def _png_round_trip(array: np.ndarray, mode: str = "L") -> Image.Image:
