@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+import pillow_heif
+from PIL import (  # the plugins Pillow would load only on a first unknown file
+    AvifImagePlugin,  # noqa: F401
+    Image,
+    TiffImagePlugin,  # noqa: F401
+    UnidentifiedImageError,
+)
 
 from mnist_shared.preprocessing import (
     IMAGE_SIZE,
@@ -32,8 +38,11 @@ from service.errors import BadRequest, NoDigit, PayloadTooLarge
 if TYPE_CHECKING:
     from service.settings import Settings
 
-IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
-_FORMAT_NAMES = "PNG, JPEG, WebP, BMP or GIF"
+pillow_heif.register_heif_opener()  # HEIC/HEIF, iPhones' photos; Pillow reads AVIF itself
+
+# JPEG includes MPO, the variant many phones write (several pictures, the first the photo).
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "HEIF", "AVIF", "TIFF", "BMP", "GIF")
+_FORMAT_NAMES = "PNG, JPEG, WebP, HEIC, AVIF, TIFF, BMP or GIF"
 
 
 @dataclass(frozen=True)
@@ -102,20 +111,45 @@ class HeaderCheck:
         return image
 
 
+@dataclass(frozen=True)
+class DecodedImages:
+    """A request's pictures as MNIST-ready digits, and why each unreadable one could not be
+    read: one picture without a digit does not cost the others their answers."""
+
+    digits: np.ndarray  # uint8 (M, 28, 28), in input order, the unreadable ones left out
+    failures: dict[int, str] = field(default_factory=dict)  # input index -> what was wrong
+
+    def all_read(self) -> np.ndarray:
+        """The digits, or the first failure as NoDigit (for protocols answering a request
+        whole, as the Open Inference Protocol does)."""
+        if self.failures:
+            raise NoDigit(next(iter(self.failures.values())))
+        return self.digits
+
+
 def decode_image(data: bytes, limits: Limits, label: str = "image") -> np.ndarray:
     """One encoded image -> (28, 28) uint8, MNIST-style. Size is checked before decoding."""
     return _decode(_open(data, limits, label), label)
 
 
-def decode_images(payloads: list[tuple[str, bytes]], limits: Limits) -> np.ndarray:
+def decode_images(payloads: list[tuple[str, bytes]], limits: Limits) -> DecodedImages:
     """Every image's header is read and the request's pixels counted before any is decoded,
-    so a request over MNIST_MAX_REQUEST_PIXELS costs no decoding at all."""
+    so a request over MNIST_MAX_REQUEST_PIXELS costs no decoding at all. A picture with no
+    digit is a failure of its own; NoDigit only when no picture has one."""
     check_count(len(payloads), limits)
     check = HeaderCheck(limits)
     opened = [(label, check(data, label)) for label, data in payloads]
-    if len(opened) == 1:  # the common case, without np.stack's overhead
-        return _decode(opened[0][1], opened[0][0])[None]
-    return np.stack([_decode(image, label) for label, image in opened])
+    digits, failures = [], {}
+    for index, (label, image) in enumerate(opened):
+        try:
+            digits.append(_decode(image, label))
+        except NoDigit as error:
+            failures[index] = str(error)
+    if not digits:
+        raise NoDigit(failures[0])
+    if len(digits) == 1:  # the common case, without np.stack's overhead
+        return DecodedImages(digits[0][None], failures)
+    return DecodedImages(np.stack(digits), failures)
 
 
 def _open(data: bytes, limits: Limits, label: str) -> Image.Image:
