@@ -8,11 +8,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-import numpy as np
 from fastapi import Request
 from starlette.requests import ClientDisconnect
 
 from service.decoding import (
+    DecodedImages,
     HeaderCheck,
     ImagePayload,
     Limits,
@@ -29,8 +29,9 @@ from service.errors import (
 from service.multipart import Part, parse_multipart
 
 ACCEPTED_TYPES = (
-    "multipart/form-data (parts named 'file'), image/png, image/jpeg, image/webp, image/bmp, "
-    "image/gif, application/octet-stream, or application/json"
+    "multipart/form-data (parts named 'file'), image/png, image/jpeg, image/webp, image/heic, "
+    "image/avif, image/tiff, image/bmp, image/gif, application/octet-stream, or "
+    "application/json"
 )
 # Bodies above this are decoded in a worker thread: a multi-megabyte JPEG takes tens of
 # milliseconds to decode, which would stall every other request on the event loop.
@@ -125,10 +126,10 @@ async def read_payload(request: Request, max_bytes: int, limits: Limits) -> Imag
     return await run_decoder(parse_json, body, limits, len(body))
 
 
-async def decode_payload(payload: ImagePayload, limits: Limits) -> np.ndarray:
-    """uint8 (N, 28, 28) MNIST-ready digits: decoded and preprocessed."""
+async def decode_payload(payload: ImagePayload, limits: Limits) -> DecodedImages:
+    """MNIST-ready digits (uint8 (N, 28, 28)): decoded and preprocessed."""
     if payload.pixels is not None:
-        return payload.pixels
+        return DecodedImages(payload.pixels)
     return await run_decoder(decode_images, payload.files, limits, payload.encoded_bytes)
 
 

@@ -35,8 +35,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         404: "Unknown model, or a model version that is not loaded.",
         413: "Body, pixels (per image or per request) or image count over the configured limit.",
         415: "Unsupported content type.",
-        422: "An image holds no digit (a blank canvas, a uniform photo): send a picture of one "
-        "digit.",
+        422: "The images hold no digit (a blank canvas, a uniform photo): send a picture of one "
+        "digit. When only some of a request's images have none, the answer is 200 and each of "
+        "those images' entries carries its `error` instead.",
         501: "Backend not installed in this deployment.",
         503: "Models loading, failed or unloaded; or at capacity (then with Retry-After).",
         504: "Not answered within MNIST_REQUEST_TIMEOUT_S; the queued work was dropped.",
@@ -90,13 +91,13 @@ async def predict(request: Request) -> Response:
         limits = Limits.of(settings)
         payload = await read_payload(request, settings.max_upload_bytes, limits)
         async with dataplane.admitted(payload.count * len(variants)):  # else 503 before decoding
-            digits = await decode_payload(payload, limits)
+            decoded = await decode_payload(payload, limits)
             async with dropped_on_disconnect(request):
                 results = await dataplane.infer(
-                    variants, chosen_backend, scale_pixels(digits), version
+                    variants, chosen_backend, scale_pixels(decoded.digits), version
                 )
-    inputs = [_png_base64(digit) for digit in digits] if return_input else None
-    answers = [_variant_answer(result, inputs) for result in results]
+    inputs = [_png_base64(digit) for digit in decoded.digits] if return_input else None
+    answers = [_variant_answer(result, inputs, decoded.failures) for result in results]
     if variant != ALL_VARIANTS:
         return _json(answers[0])
     return _json(
@@ -155,15 +156,19 @@ def _json(body: dict[str, Any]) -> Response:
     return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type=_JSON)
 
 
-def _variant_answer(result: VariantResult, inputs: list[str] | None) -> dict[str, Any]:
+def _variant_answer(
+    result: VariantResult, inputs: list[str] | None, failures: dict[int, str]
+) -> dict[str, Any]:
     # float32 numbers, written by orjson in their shortest form (0.998, not 0.99800002574...).
-    predictions = [
+    predictions: list[dict[str, Any]] = [
         {"digit": int(d), "confidence": p[d], "probabilities": p}
         for d, p in zip(result.digits, result.probabilities, strict=True)
     ]
     if inputs is not None:
         for prediction, image in zip(predictions, inputs, strict=True):
             prediction["input"] = image
+    for index in sorted(failures):  # in input order, where the unreadable pictures were
+        predictions.insert(index, {"error": failures[index]})
     return {
         "variant": result.variant,
         "model_version": result.version,

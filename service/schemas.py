@@ -6,9 +6,14 @@ from pydantic import BaseModel, Field
 
 
 class Prediction(BaseModel):
-    digit: int = Field(ge=0, le=9, description="The most probable digit.")
-    confidence: float = Field(ge=0, le=1, description="Probability of `digit`.")
-    probabilities: list[float] = Field(description="Probability of each digit 0-9.")
+    digit: int | None = Field(None, ge=0, le=9, description="The most probable digit.")
+    confidence: float | None = Field(None, ge=0, le=1, description="Probability of `digit`.")
+    probabilities: list[float] | None = Field(None, description="Probability of each digit 0-9.")
+    error: str | None = Field(
+        None,
+        description="Instead of the digit, for a picture in which no digit was found (the "
+        "request still answers 200 when another picture has one; 422 when none has).",
+    )
     input: str | None = Field(
         None,
         description="With `return_input=true`: the 28x28 image the model saw, a base64 PNG.",

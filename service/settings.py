@@ -78,7 +78,10 @@ class Settings(BaseSettings):
         "per image (a GPU).",
     )
     max_upload_bytes: int = Field(
-        4 * 1024 * 1024, ge=1024, description="Largest request body accepted (else 413)."
+        16 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body accepted (else 413): a 12-megapixel phone photo is "
+        "3-12 MB.",
     )
     max_images_per_request: int = Field(
         64, ge=1, description="Most images one request may carry (else 413)."

@@ -144,7 +144,8 @@ async def _pictures(tensor: Tensor, limits: Limits) -> np.ndarray:
         raise BadRequest(f"input {BYTES_INPUT!r} has shape {tensor.shape}; expected [N].")
     payloads = [(f"{BYTES_INPUT}[{i}]", data) for i, data in enumerate(tensor.data)]
     size = sum(len(data) for data in tensor.data)
-    return scale_pixels(await run_decoder(decode_images, payloads, limits, size))
+    decoded = await run_decoder(decode_images, payloads, limits, size)
+    return scale_pixels(decoded.all_read())
 
 
 def output_tensors(result: VariantResult, requested: Sequence[str]) -> list[Tensor]:
