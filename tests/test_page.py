@@ -109,6 +109,58 @@ def test_uploaded_photo_is_read(page, server, mnist):
     _only_own_origin(page, server)
 
 
+def test_the_file_input_opens_a_phone_camera(page):
+    upload = page.locator("#file")
+    assert upload.get_attribute("capture") == "environment"
+    assert upload.get_attribute("accept").startswith("image/*")
+
+
+def test_a_large_photo_is_shown_upright_and_scaled_down_before_uploading(page, server, mnist):
+    """A 12-megapixel phone JPEG stored sideways (EXIF orientation 6): the page draws it
+    upright on the pad and uploads it at no more than 1600 pixels a side."""
+    import io
+
+    from PIL import Image
+
+    digit = 255 - np.kron(mnist.test_images[1], np.ones((140, 140), np.uint8))  # 3920 px
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    Image.fromarray(digit).convert("RGB").transpose(Image.Transpose.ROTATE_90).save(
+        buffer, "JPEG", quality=85, exif=exif.tobytes()
+    )
+    page.evaluate(  # record the size of each picture the page uploads
+        """() => { const send = window.fetch; window.uploaded = [];
+          window.fetch = (url, init) => {
+            for (const [, value] of init.body.entries()) window.uploaded.push(value.size);
+            return send(url, init); }; }"""
+    )
+    page.set_input_files(
+        "#file",
+        files=[{"name": "phone.jpg", "mimeType": "image/jpeg", "buffer": buffer.getvalue()}],
+    )
+    _expect_digit(page, int(mnist.test_labels[1]))
+    uploaded = page.evaluate("() => window.uploaded")
+    assert len(uploaded) == 1 and uploaded[0] < len(buffer.getvalue()) / 2
+    # The pad shows the photo upright: the digit's own top row of ink is at the pad's top.
+    shown = page.evaluate(
+        "() => Array.from(document.getElementById('pad').getContext('2d')"
+        ".getImageData(0, 0, 280, 280).data.filter((_, i) => i % 4 === 0))"
+    )
+    shown = np.array(shown, np.uint8).reshape(280, 280)
+    expected = np.asarray(Image.fromarray(digit).resize((280, 280)))
+    assert np.abs(shown.astype(int) - expected).mean() < 20
+    _only_own_origin(page, server)
+
+
+def test_a_heic_photo_the_browser_cannot_decode_is_sent_as_it_is(page, mnist):
+    picture, label = sample("heic", mnist.test_images, mnist.test_labels, 1, seed=5)[0]
+    page.set_input_files(
+        "#file", files=[{"name": "IMG_0001.HEIC", "mimeType": "", "buffer": picture.data}]
+    )
+    _expect_digit(page, label)
+
+
 def test_blank_pad_asks_for_a_digit(page):
     from playwright.sync_api import expect
 

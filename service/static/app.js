@@ -4,10 +4,13 @@
 
 const VARIANTS = ["group", "instance", "layer"];
 const STROKE = 20; // px on the 280 px pad: MNIST strokes are 2-3 of its 28 pixels
+// Photos are scaled down to this many pixels a side before uploading: a phone's 12 megapixels
+// take seconds to send on a mobile link, and the service reads a digit from far fewer.
+const UPLOAD_SIDE = 1600;
 const MESSAGES = {
   422: "Draw a digit first: the picture has no ink the models could find.",
   413: "That picture is too large. Try a smaller photo.",
-  415: "That file is not a picture the service reads (PNG, JPEG, WebP, BMP or GIF).",
+  415: "That file is not a picture the service reads (PNG, JPEG, WebP, HEIC, AVIF, TIFF, BMP or GIF).",
   503: "The models are still loading. Try again in a few seconds.",
 };
 
@@ -127,13 +130,37 @@ function predictPad() {
   pad.toBlob((blob) => predict(blob, "drawing.png"), "image/png");
 }
 
-function predictFile(file) {
+// The photo upright (its EXIF orientation applied), shown on the pad, and scaled down for
+// the upload. A format this browser cannot decode (HEIC, on most) is sent as it is: the
+// service reads it.
+async function uploadable(file) {
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
+  } catch {
+    return file;
+  }
+  const fit = Math.min(pad.width / bitmap.width, pad.height / bitmap.height);
+  clearPad();
+  ink.drawImage(bitmap, (pad.width - bitmap.width * fit) / 2,
+                (pad.height - bitmap.height * fit) / 2, bitmap.width * fit, bitmap.height * fit);
+  const scale = Math.min(1, UPLOAD_SIDE / Math.max(bitmap.width, bitmap.height));
+  if (scale === 1) return file;
+  const canvas = document.createElement("canvas");
+  canvas.width = Math.round(bitmap.width * scale);
+  canvas.height = Math.round(bitmap.height * scale);
+  canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+  return new Promise((resolve) => canvas.toBlob((blob) => resolve(blob || file), "image/jpeg", 0.9));
+}
+
+async function predictFile(file) {
   if (!file) return;
-  if (!file.type.startsWith("image/")) {
+  // Some browsers give HEIC files no type: let the service judge those.
+  if (file.type && !file.type.startsWith("image/")) {
     showError(MESSAGES[415]);
     return;
   }
-  predict(file, file.name || "picture");
+  predict(await uploadable(file), file.name || "picture");
 }
 
 document.getElementById("clear").addEventListener("click", () => {
