@@ -109,8 +109,18 @@ def list_versions(variant_dir: Path) -> list[int]:
     return sorted(
         int(child.name)
         for child in variant_dir.iterdir()
-        if child.is_dir() and child.name.isdigit() and (child / MANIFEST_NAME).is_file()
+        if child.is_dir() and child.name.isdigit() and _holds_manifest(child)
     )
+
+
+def _holds_manifest(version_dir: Path) -> bool:
+    """Whether the version has its manifest. A version this process may not read (written by
+    another user, mode 0700) is listed all the same: loading it then fails, saying why, instead
+    of the listing of every version failing."""
+    try:
+        return (version_dir / MANIFEST_NAME).is_file()
+    except PermissionError:
+        return True
 
 
 def latest_version(variant_dir: Path) -> int | None:

@@ -13,6 +13,7 @@ import os
 import platform
 import shlex
 import shutil
+import stat
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -79,6 +80,15 @@ def serving_function(model: Any) -> Any:
     return serve
 
 
+def share_like(version_dir: Path, parent: Path) -> None:
+    """Give the version the permissions of the directory it goes into: `mkdtemp` makes it
+    0700, which a server running as another user (compose's API image, a Kubernetes pod) cannot
+    read. Directories take the parent's mode, files the same without the execute bits."""
+    mode = stat.S_IMODE(parent.stat().st_mode)
+    for path in [version_dir, *version_dir.rglob("*")]:
+        path.chmod(mode if path.is_dir() else mode & 0o666)
+
+
 def export_model(model: Any, request: ExportRequest, models_dir: Path) -> Path:
     """Write every artifact and the manifest; return the final version directory."""
     variant_dir = models_dir / request.variant
@@ -91,6 +101,7 @@ def export_model(model: Any, request: ExportRequest, models_dir: Path) -> Path:
     try:
         parity = _write_artifacts(model, staging, request.parity_images)
         _manifest(request, version, parity, files=hash_artifacts(staging)).write(staging)
+        share_like(staging, variant_dir)
         staging.rename(final_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
