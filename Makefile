@@ -39,7 +39,11 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/hadolint Dockerfile
-	$(BIN)/kubernetes-validate --strict deploy/k8s/*.yaml
+	@# The Kubernetes manifests as kubectl applies them: each kustomization rendered, then validated.
+	@mkdir -p .lint && for kustomization in deploy/k8s deploy/k8s-models-volume; do \
+		$(BIN)/kubectl kustomize $$kustomization > .lint/$$(basename $$kustomization).yaml || exit 1; \
+		$(BIN)/kubernetes-validate --strict --quiet .lint/$$(basename $$kustomization).yaml || exit 1; \
+	done
 
 test: lint $(RAY_VENV)/.installed
 	MNIST_RAY_VENV=$(RAY_VENV) $(BIN)/python -m pytest
@@ -67,4 +71,4 @@ grpc-stubs: $(VENV)/.dev-installed
 		service/v2_grpc/grpc_predict_v2_pb2_grpc.py
 
 clean:
-	rm -rf $(VENV) $(RAY_VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(RAY_VENV) .pytest_cache .ruff_cache .lint

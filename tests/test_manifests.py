@@ -4,6 +4,8 @@ are real, the KubeRay application the same as the Ray Serve config. (Their schem
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,8 +60,70 @@ def test_the_pod_is_locked_down_and_drains_before_it_stops(container):
     grace = float(load(K8S / "configmap.yaml")["data"]["MNIST_SHUTDOWN_GRACE_S"])
     assert pod["terminationGracePeriodSeconds"] > grace + 5  # the preStop pause + the drain
     assert container["resources"]["limits"]["cpu"] and container["resources"]["requests"]["cpu"]
-    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
-    assert mounts["/app/models"]["readOnly"] and "/tmp" in mounts
+    assert "/tmp" in {m["mountPath"] for m in container["volumeMounts"]}
+
+
+def _kustomize(directory: str) -> list[dict]:
+    """What `kubectl apply -k` would send: the kustomization rendered offline."""
+    kubectl = Path(sys.executable).parent / "kubectl"
+    rendered = subprocess.run(
+        [str(kubectl), "kustomize", str(REPO_ROOT / "deploy" / directory)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return list(yaml.safe_load_all(rendered))
+
+
+def _hidden_by_a_mount(pod: dict, container: dict, path: str) -> dict | None:
+    """The volume the kubelet would mount over `path` (or a directory above it), if any."""
+    volumes = {volume["name"]: volume for volume in pod.get("volumes", [])}
+    for mount in container.get("volumeMounts", []):
+        if path == mount["mountPath"] or path.startswith(mount["mountPath"].rstrip("/") + "/"):
+            return volumes[mount["name"]]
+    return None
+
+
+def _dockerfile_serve_stage() -> str:
+    return (REPO_ROOT / "Dockerfile").read_text().split(" AS serve\n", 1)[1].split("\nFROM ")[0]
+
+
+def test_a_stock_cluster_serves_the_image_s_models_without_any_volume():
+    objects = _kustomize("k8s")
+    assert not [o for o in objects if o["kind"] == "PersistentVolumeClaim"]
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    (api,) = pod["containers"]
+    assert _hidden_by_a_mount(pod, api, "/app/models") is None
+    stage = _dockerfile_serve_stage()  # so /app/models is the image's own copy
+    assert "WORKDIR /app\n" in (REPO_ROOT / "Dockerfile").read_text()
+    assert "COPY models/ models/" in stage
+    assert "MNIST_MODELS_DIR=/app/models" in stage
+
+
+def test_the_models_volume_overlay_is_seeded_from_the_image_and_read_only():
+    objects = _kustomize("k8s-models-volume")
+    (claim,) = [o for o in objects if o["kind"] == "PersistentVolumeClaim"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]  # what stock clusters offer
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    (api,) = pod["containers"]
+    volume = _hidden_by_a_mount(pod, api, "/app/models")
+    assert volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    assert next(m for m in api["volumeMounts"] if m["mountPath"] == "/app/models")["readOnly"]
+    (seed,) = pod["initContainers"]
+    assert seed["image"] == api["image"]
+    assert _hidden_by_a_mount(pod, seed, "/app/models") is None  # it reads the image's models
+    assert _hidden_by_a_mount(pod, seed, "/seed") == volume
+    assert "copytree" in seed["command"][-1]
+
+
+def test_kuberay_workers_serve_the_image_s_models():
+    service = load(REPO_ROOT / "deploy" / "kuberay" / "rayservice.yaml")
+    for group in service["spec"]["rayClusterConfig"]["workerGroupSpecs"]:
+        pod = group["template"]["spec"]
+        for container in pod["containers"]:
+            assert _hidden_by_a_mount(pod, container, "/app/models") is None
 
 
 def test_kuberay_serves_the_ray_serve_config_application():
