@@ -230,10 +230,14 @@ def parse_json(body: bytes, limits: Limits) -> ImagePayload:
 
 def _json_images(items: object, limits: Limits) -> ImagePayload:
     if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
-        raise BadRequest('"images" must be a list of base64 strings, one per image file.')
+        raise BadRequest(
+            '"images" must be a list of base64 strings (or data: URLs), one per image file.'
+        )
     check_count(len(items), limits)
     payloads = []
     for index, item in enumerate(items):
+        if item.startswith("data:") and "," in item:  # a data: URL, as a browser's canvas gives
+            item = item.split(",", 1)[1]
         try:
             payloads.append((f"images[{index}]", base64.b64decode(item, validate=True)))
         except (binascii.Error, ValueError):

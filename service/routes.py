@@ -153,7 +153,9 @@ def _query_flag(value: str | None, name: str) -> bool:
 def _json(body: dict[str, Any]) -> Response:
     """The answer as JSON, serialized by orjson straight from numpy. Returning a Response skips
     FastAPI's response-model validation (the model documents the schema; tests check it)."""
-    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type=_JSON)
+    # A final newline, so that curl's output does not run into the shell's prompt.
+    options = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
+    return Response(orjson.dumps(body, option=options), media_type=_JSON)
 
 
 def _variant_answer(

@@ -17,6 +17,7 @@ import os
 import shlex
 import sys
 import time
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -264,6 +265,14 @@ def _export(
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
     setup_logging()
+    missing = [name for name in ("tensorflow", "keras", "tf2onnx") if not find_spec(name)]
+    if missing:
+        print(
+            f"error: training needs {', '.join(missing)}, which are not installed: "
+            "pip install -e '.[train]' (or run `make train`).",
+            file=sys.stderr,
+        )
+        return 2
 
     from training.data import DatasetError, load_mnist
     from training.device import configure_devices

@@ -158,7 +158,13 @@ class GrpcServer:
             InferenceServicer(dataplane), self._server
         )
         self.address = f"{host}:{port}"
-        self.port = self._server.add_insecure_port(self.address)
+        try:
+            self.port = self._server.add_insecure_port(self.address)
+        except RuntimeError:  # grpc says only "Failed to bind"
+            raise RuntimeError(
+                f"gRPC cannot listen on {self.address}: the port is in use or not allowed. Set "
+                "MNIST_GRPC_PORT to a free port, or to 0 to turn gRPC off."
+            ) from None
 
     async def start(self) -> None:
         await self._server.start()

@@ -1,0 +1,85 @@
+"""The small things a team trips over when it deploys: ports, health probes, workers under
+the v1 compose client, training without its extra, curl-friendly answers."""
+
+from __future__ import annotations
+
+import base64
+import re
+import socket
+
+import pytest
+import yaml
+
+from tests.conftest import REPO_ROOT, wait_ready
+
+
+@pytest.fixture(scope="module")
+def app_client():
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    with TestClient(create_app(Settings(models_dir=REPO_ROOT / "models"))) as client:
+        wait_ready(client)
+        yield client
+
+
+def _compose() -> dict:
+    return yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+
+
+def test_compose_probes_liveness_as_the_dockerfile_does():
+    probe = " ".join(_compose()["services"]["api"]["healthcheck"]["test"])
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    assert "/health/live" in probe and "/health/live" in dockerfile.split("HEALTHCHECK", 1)[1]
+
+
+def test_compose_workers_do_not_depend_on_limits_the_v1_client_ignores():
+    api = _compose()["services"]["api"]
+    workers = re.fullmatch(r"\$\{MNIST_WORKERS:-(\d+)\}", api["environment"]["MNIST_WORKERS"])
+    assert workers and int(workers.group(1)) == int(
+        float(api["deploy"]["resources"]["limits"]["cpus"])
+    )
+
+
+def test_the_scale_out_command_s_port_ranges_do_not_overlap():
+    readme = (REPO_ROOT / "README.md").read_text()
+    http, grpc = re.search(
+        r"MNIST_PUBLISH_PORTS=(\d+-\d+) MNIST_PUBLISH_GRPC_PORTS=(\d+-\d+)", readme
+    ).groups()
+    ranges = [range(int(a), int(b) + 1) for a, b in (r.split("-") for r in (http, grpc))]
+    assert not set(ranges[0]) & set(ranges[1])
+
+
+def test_a_busy_grpc_port_says_how_to_move_or_turn_it_off():
+    from service.v2_grpc.server import GrpcServer
+
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(RuntimeError, match="Set MNIST_GRPC_PORT to a free port, or to 0"):
+            GrpcServer(None, "127.0.0.1", taken.getsockname()[1], 1024)
+
+
+def test_training_without_its_extra_says_what_to_install(monkeypatch, capsys):
+    from training import train
+
+    monkeypatch.setattr(train, "find_spec", lambda name: None if name == "keras" else object())
+    assert train.main(["--variant", "group"]) == 2
+    assert "pip install -e '.[train]'" in capsys.readouterr().err
+
+
+def test_json_answers_end_with_a_newline_and_data_urls_are_images(app_client, mnist):
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(255 - mnist.test_images[0]).resize((112, 112)).save(buffer, "PNG")
+    url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    response = app_client.post("/predict", json={"images": [url]})
+    assert response.status_code == 200, response.text
+    assert response.content.endswith(b"}\n")
+    assert response.json()["predictions"][0]["digit"] == mnist.test_labels[0]
