@@ -10,13 +10,10 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
-import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -27,6 +24,7 @@ from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.dataplane import DataPlane
+from service.draining import Arrivals, drain_on_sigterm
 from service.errors import ServiceError, error_response, internal_error_response
 from service.front_door import FrontDoor
 from service.metrics import MULTIPROCESS_DIR, Metrics
@@ -58,7 +56,7 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
             # Workers share one listening socket: a worker that accepted before its models
             # loaded would answer 503 while its siblings are ready. Accept only once loaded.
             await asyncio.shield(loader)
-        _drain_on_sigterm(app.state.dataplane)
+        drain_on_sigterm(app.state.dataplane, app.state.arrivals, settings.shutdown_grace_s)
         grpc_server = await _start_grpc(app.state.dataplane, settings)
         try:
             yield
@@ -88,6 +86,7 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
     )
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.arrivals = Arrivals()  # counted by the front door, read by the SIGTERM drain
     app.add_middleware(FrontDoor)
     _add_error_handlers(app)
     app.include_router(router)
@@ -104,26 +103,6 @@ def _in_flight(settings: Settings) -> InFlight:
     if settings.workers > 1 and shared:
         return InFlight(InFlightBoard(Path(shared)))
     return InFlight()
-
-
-def _drain_on_sigterm(dataplane: DataPlane) -> None:
-    """Readiness turns 503 the moment SIGTERM arrives, before uvicorn (whose handler this
-    chains to) stops accepting and lets the accepted requests finish within
-    MNIST_SHUTDOWN_GRACE_S. Only in the main thread: where signals are delivered."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        dataplane.draining = True
-        logger.info("SIGTERM: not ready any more; finishing the accepted requests")
-        if callable(previous):
-            previous(signum, frame)
-        elif previous == signal.SIG_DFL:  # nobody else listens: exit as the signal would
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.raise_signal(signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 async def _start_grpc(dataplane: DataPlane, settings: Settings) -> Any:

@@ -32,6 +32,8 @@ class FrontDoor:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope["app"].state.arrivals.count += 1  # what the SIGTERM drain waits on
         if scope["type"] == "http" and scope["method"] == "POST":
             match = _INFERENCE_PATH.match(scope["path"])
             dataplane = getattr(scope["app"].state, "dataplane", None) if match else None
