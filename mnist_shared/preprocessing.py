@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 from mnist_shared.ink import NO_DIGIT, NoDigitFound, ink_map, is_transparent_canvas
 
@@ -65,14 +65,18 @@ def reduce_for_digit(image: Image.Image) -> Image.Image:
     Pillow's `thumbnail` decodes a JPEG not yet loaded at 1/2, 1/4 or 1/8 scale (its DCT
     `draft` mode) and box-reduces other formats by an integer factor before resampling; the
     camera's EXIF orientation is applied after, on the small picture, where it costs nothing."""
+    if image.size == (IMAGE_SIZE, IMAGE_SIZE):  # taken as framed (`to_mnist_digit`): as it is
+        image.load()
+        return image
     image = _eight_bits(image)
+    turned = image.getexif().get(ExifTags.Base.Orientation, 1) != 1
     if max(image.size) > WORK_SIDE:
         # reducing_gap=1: the coarsest DCT scale that still gives WORK_SIDE pixels (the default
         # 2 decodes a 4000-pixel JPEG at 1/4 instead of 1/8 scale: a third slower).
         image.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BOX, reducing_gap=1.0)
     else:
         image.load()
-    return ImageOps.exif_transpose(image)
+    return ImageOps.exif_transpose(image) if turned else image  # (a copy costs a 28x28 a third)
 
 
 def _eight_bits(image: Image.Image) -> Image.Image:
