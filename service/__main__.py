@@ -75,17 +75,20 @@ def main(argv: list[str] | None = None) -> int:
             workers=workers,
             log_level=settings.log_level,
             timeout_graceful_shutdown=settings.shutdown_grace_s,
-            log_config=_log_config(settings.log_level),
+            log_config=_log_config(settings.log_level, workers),
         )
     return 0
 
 
-def _log_config(level: str) -> dict[str, Any]:
+def _log_config(level: str, workers: int) -> dict[str, Any]:
     """uvicorn's logging, with the service's own loggers (model loads and refusals, shutdown)
-    written through the same handler; applied by uvicorn in every worker."""
+    written through the same handler; applied by uvicorn in every worker. With several, each
+    line names its worker's process (each loads the models and logs it)."""
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
+    if workers > 1:
+        config["formatters"]["default"]["fmt"] = "%(levelprefix)s [worker %(process)d] %(message)s"
     config["loggers"]["service"] = {
         "handlers": ["default"],
         "level": level.upper(),

@@ -25,7 +25,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.dataplane import DataPlane
 from service.draining import Arrivals, drain_on_sigterm
-from service.errors import ServiceError, error_response, internal_error_response
+from service.errors import (
+    JSONLineResponse,
+    ServiceError,
+    error_response,
+    internal_error_response,
+)
 from service.front_door import FrontDoor
 from service.metrics import MULTIPROCESS_DIR, Metrics
 from service.pages import add_pages
@@ -78,6 +83,7 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
         description="Digit predictions from three CNNs that differ only in their normalization "
         "(group, instance, layer), served from ONNX (or TensorFlow SavedModel).",
         lifespan=lifespan,
+        default_response_class=JSONLineResponse,
         telemetry={
             "tracing": settings.opentelemetry,
             "metrics": settings.opentelemetry,
@@ -131,7 +137,7 @@ def _add_error_handlers(app: FastAPI) -> None:
             message = f"{request.method} is not allowed on {request.url.path}; use {allowed}."
         else:
             message = str(error.detail)
-        return JSONResponse(
+        return JSONLineResponse(
             {"error": message}, status_code=error.status_code, headers=error.headers
         )
 
@@ -140,7 +146,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
         )
-        return JSONResponse({"error": f"invalid request: {problems}"}, status_code=400)
+        return JSONLineResponse({"error": f"invalid request: {problems}"}, status_code=400)
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, error: Exception) -> JSONResponse:

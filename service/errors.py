@@ -3,6 +3,8 @@ app's exception handlers and by the front door alike)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.responses import JSONResponse
 
 
@@ -105,14 +107,21 @@ class InferenceFailed(ServiceError):
     status_code = 500
 
 
+class JSONLineResponse(JSONResponse):
+    """JSON with a final newline, so that curl's output does not run into the shell's prompt."""
+
+    def render(self, content: Any) -> bytes:
+        return super().render(content) + b"\n"
+
+
 def error_response(error: ServiceError) -> JSONResponse:
-    return JSONResponse(
+    return JSONLineResponse(
         {"error": error.message}, status_code=error.status_code, headers=error.headers
     )
 
 
 def internal_error_response() -> JSONResponse:
     """A bug's answer: the details go to the log, not to the client."""
-    return JSONResponse(
+    return JSONLineResponse(
         {"error": "internal error (logged); retry, and report it if it persists."}, status_code=500
     )

@@ -23,7 +23,7 @@ from mnist_shared.preprocessing import scale_pixels
 from service import schemas
 from service.dataplane import ALL_VARIANTS, DataPlane, VariantResult
 from service.decoding import Limits
-from service.errors import BadRequest
+from service.errors import BadRequest, JSONLineResponse
 from service.metrics import Metrics
 from service.requests import decode_payload, dropped_on_disconnect, read_payload
 from service.v2_tensors import parse_version
@@ -122,7 +122,7 @@ async def live() -> dict[str, str]:
 @router.get("/health/ready", summary="Every served variant loaded, verified and warmed up")
 async def ready(dataplane: DataPlaneDep) -> JSONResponse:
     state = dataplane.readiness()
-    return JSONResponse(state, status_code=200 if state["ready"] else 503)
+    return JSONLineResponse(state, status_code=200 if state["ready"] else 503)
 
 
 @router.get("/metrics", summary="Prometheus metrics")

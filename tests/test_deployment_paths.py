@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import re
 import socket
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -53,14 +55,20 @@ def test_the_scale_out_command_s_port_ranges_do_not_overlap():
 
 
 def test_a_busy_grpc_port_says_how_to_move_or_turn_it_off():
-    from service.v2_grpc.server import GrpcServer
-
+    """In a subprocess: the service's gRPC stubs and tritonclient's (other test modules) register
+    the same protocol names, and one process holds only one of them."""
     with socket.socket() as taken:
-        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        with pytest.raises(RuntimeError, match="Set MNIST_GRPC_PORT to a free port, or to 0"):
-            GrpcServer(None, "127.0.0.1", taken.getsockname()[1], 1024)
+        code = (
+            "from service.v2_grpc.server import GrpcServer; "
+            f"GrpcServer(None, '127.0.0.1', {taken.getsockname()[1]}, 1024)"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT
+        )
+    assert result.returncode != 0
+    assert "Set MNIST_GRPC_PORT to a free port, or to 0 to turn gRPC off" in result.stderr
 
 
 def test_training_without_its_extra_says_what_to_install(monkeypatch, capsys):
