@@ -1,14 +1,12 @@
 """The one place that turns pixels into model input, shared by training and serving.
 
-Imports only numpy and Pillow so the service can use it without TensorFlow.
+Imports numpy, Pillow and OpenCV, never TensorFlow, so the service can use it on its own.
 
 * `to_mnist_digit` makes any picture of one digit look like an MNIST sample:
-  1. `reduce_for_digit`: decode large pictures at reduced size (JPEG draft, `Image.reduce`);
-  2. `ink_map`: the ink as 0..1 over the picture. A transparent canvas's alpha is the ink.
-     Otherwise the paper is estimated tile by tile (uneven light, a shadow across the sheet)
-     and removed, the ink's polarity (dark on light or light on dark) is read from the
-     residual, noise is smoothed and measured, and the contrast is stretched so that stroke
-     cores reach full intensity whatever the pen, pencil or paper;
+  1. `reduce_for_digit`: decode large pictures at reduced size (JPEG draft, `Image.reduce`),
+     16-bit and palette pictures made 8-bit pictures, the camera's EXIF orientation applied;
+  2. `ink_map` (`mnist_shared/ink.py`): the digit's ink as 0..1 over the picture, with the
+     paper's light (gradients, a desk around the sheet, hard shadows) removed;
   3. `frame_digit`: crop to the ink, grow a fine pen's strokes towards MNIST's width, scale to
      fit 20x20 keeping the aspect ratio and place in 28x28 with the centre of mass at the
      centre, as the MNIST authors framed their scans.
@@ -173,9 +171,8 @@ def _centre_on_mass(digit: np.ndarray) -> np.ndarray:
 
 
 def _framed_ink_on_black(image: Image.Image) -> np.ndarray:
-    """A 28x28 picture as white-on-black grayscale, pixels otherwise untouched."""
-    if image.mode in ("P", "PA"):
-        image = image.convert("RGBA")
+    """A 28x28 picture (8-bit, palettes expanded) as white-on-black grayscale, pixels
+    otherwise untouched."""
     if image.mode in ("RGBA", "LA") and is_transparent_canvas(image):
         return np.asarray(image.getchannel("A"), dtype=np.uint8)
     if image.mode != "L":
