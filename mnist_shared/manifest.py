@@ -9,7 +9,8 @@ saved_model/, model.keras, history.json}
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
+import os
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -76,27 +77,122 @@ def hash_artifacts(version_dir: Path) -> dict[str, str]:
     }
 
 
-def verify_artifacts(version_dir: Path, manifest: Manifest, only: list[str] | None = None) -> None:
-    """Raise ValueError naming the first file whose hash differs from the manifest.
+# Said by every refusal below: both fixes give a version whose manifest vouches for each file.
+_FIX = (
+    "Re-export the version (mnist-train, or mnist-export for a .keras file) or fix its "
+    f"{MANIFEST_NAME}."
+)
 
-    `only` restricts the check to files under those relative paths (e.g. just the ONNX file,
-    when the SavedModel is not going to be loaded)."""
-    for relative, expected in manifest.files.items():
-        if only is not None and not any(relative.startswith(prefix) for prefix in only):
+
+def verify_artifacts(version_dir: Path, manifest: Manifest, only: list[str] | None = None) -> None:
+    """Raise ValueError naming the first file that is not exactly what the manifest lists.
+
+    `only` names what is about to be loaded (the ONNX file, the SavedModel directory): then
+    every file there must also be listed, since a file the manifest leaves out is one no hash
+    vouches for. Without `only`, every listed file is checked."""
+    check_paths(version_dir, manifest)
+    if only is None:
+        relatives = sorted(manifest.files)
+    else:
+        relatives = sorted(
+            {name for target in only for name in _loaded(version_dir, manifest, target)}
+        )
+    for relative in relatives:
+        _verify_file(version_dir, manifest, relative)
+
+
+def check_paths(version_dir: Path, manifest: Manifest) -> None:
+    """Raise ValueError unless every path the manifest names stays inside `version_dir`."""
+    artifact_path(version_dir, manifest.onnx_file, "onnx_file")
+    artifact_path(version_dir, manifest.saved_model_dir, "saved_model_dir")
+    for relative in manifest.files:
+        artifact_path(version_dir, relative, "files")
+
+
+def artifact_path(version_dir: Path, relative: str, field: str) -> Path:
+    """`version_dir / relative`, once shown to stay inside the version directory. The manifest
+    is data read from disk: an absolute path, a `..` or a symlink leading out would have the
+    service hash and load any file on the machine, with whatever hash the manifest claims."""
+    pure = PurePosixPath(relative)
+    if pure.is_absolute() or ".." in pure.parts or not pure.parts:
+        raise ValueError(
+            f"{field} entry {relative!r} in the {MANIFEST_NAME} of {version_dir} is not a "
+            f"relative path inside the version directory. {_FIX}"
+        )
+    path = version_dir / relative
+    try:
+        real, root = path.resolve(), version_dir.resolve()
+    except (OSError, RuntimeError) as error:  # RuntimeError: a symlink loop (Python < 3.13)
+        raise ValueError(
+            f"{relative} in {version_dir} cannot be resolved ({error}). {_FIX}"
+        ) from None
+    if not real.is_relative_to(root):
+        raise ValueError(
+            f"{relative} in {version_dir} leads to {real} through a symlink, outside the "
+            f"version directory: every file a version loads must lie inside it. {_FIX}"
+        )
+    return path
+
+
+def _loaded(version_dir: Path, manifest: Manifest, target: str) -> set[str]:
+    """The relative paths of what loading `target` reads: the files found there on disk (every
+    file of a directory) and those the manifest lists there (so a missing one is reported)."""
+    path = artifact_path(version_dir, target, "artifact")
+    on_disk = _files_under(path, version_dir) if path.is_dir() else [path] if path.exists() else []
+    found = {file.relative_to(version_dir).as_posix() for file in on_disk}
+    prefix = PurePosixPath(target).as_posix()
+    listed = {name for name in manifest.files if name == prefix or name.startswith(prefix + "/")}
+    if not found and not listed:
+        raise ValueError(
+            f"{prefix} is missing from {version_dir} and not listed in its {MANIFEST_NAME}. {_FIX}"
+        )
+    return found | listed
+
+
+def _files_under(directory: Path, version_dir: Path) -> list[Path]:
+    """Every non-directory entry below `directory`, through symlinked subdirectories too (the
+    loader follows them, so their files are loaded). A subdirectory leading out of the version
+    is refused before it is walked; each one is visited once, so a link back up cannot loop."""
+    files: list[Path] = []
+    seen: set[Path] = set()
+
+    def fail(error: OSError) -> None:  # an unreadable directory would hide files from the check
+        raise ValueError(
+            f"{error.filename} cannot be listed ({error.strerror}): make it readable by the "
+            "service."
+        ) from None
+
+    for top, dirs, names in os.walk(directory, onerror=fail, followlinks=True):
+        relative = Path(top).relative_to(version_dir).as_posix()
+        real = artifact_path(version_dir, relative, "artifact").resolve()
+        if real in seen:
+            dirs.clear()
             continue
-        path = version_dir / relative
-        if not path.is_file():
-            raise ValueError(
-                f"{relative} is listed in the manifest but missing from {version_dir}: "
-                "re-export the model."
-            )
-        actual = sha256_file(path)
-        if actual != expected:
-            raise ValueError(
-                f"sha256 of {relative} ({actual[:12]}…) does not match the manifest "
-                f"({expected[:12]}…) in {version_dir}: the file was changed or corrupted. "
-                "Re-export the model."
-            )
+        seen.add(real)
+        files += [Path(top) / name for name in names]
+    return files
+
+
+def _verify_file(version_dir: Path, manifest: Manifest, relative: str) -> None:
+    expected = manifest.files.get(relative)
+    if expected is None:
+        raise ValueError(
+            f"{relative} in {version_dir} is loaded but not listed in the files of its "
+            f"{MANIFEST_NAME}, so its sha256 cannot be checked. {_FIX}"
+        )
+    path = artifact_path(version_dir, relative, "files")
+    if not path.is_file():
+        raise ValueError(
+            f"{relative} is listed in the manifest but missing from {version_dir}: "
+            "re-export the model."
+        )
+    actual = sha256_file(path)
+    if actual != expected:
+        raise ValueError(
+            f"sha256 of {relative} ({actual[:12]}…) does not match the manifest "
+            f"({expected[:12]}…) in {version_dir}: the file was changed or corrupted. "
+            "Re-export the model."
+        )
 
 
 def list_versions(variant_dir: Path) -> list[int]:

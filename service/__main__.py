@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
+from service.http_limits import bounded_protocol, connection_limit
 from service.settings import Settings, env_table
 from service.workers import available_cpus
 
@@ -76,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
             log_level=settings.log_level,
             timeout_graceful_shutdown=settings.shutdown_grace_s,
             log_config=_log_config(settings.log_level, workers),
+            http=bounded_protocol(settings),
+            limit_concurrency=connection_limit(),
         )
     return 0
 

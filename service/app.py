@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -22,6 +23,7 @@ from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from service.dataplane import DataPlane
 from service.draining import Arrivals, drain_on_sigterm
@@ -32,8 +34,9 @@ from service.errors import (
     internal_error_response,
 )
 from service.front_door import FrontDoor
+from service.loop_lag import watch_loop_lag
 from service.metrics import MULTIPROCESS_DIR, Metrics
-from service.pages import add_pages
+from service.pages import SecurityHeaders, add_pages
 from service.registry import ModelRegistry
 from service.routes import router
 from service.settings import Settings
@@ -57,15 +60,22 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
         app.state.registry = registry
         app.state.dataplane = DataPlane(settings, registry, metrics, in_flight)
         loader = asyncio.create_task(registry.start()) if load_models else None
+        if loader is not None:
+            # Python's full garbage collections walk every object the process holds (the
+            # libraries, the models' sessions), holding the GIL for 80 ms here: frozen once
+            # loaded, they are skipped, and a collection walks what requests made.
+            loader.add_done_callback(lambda _: gc.freeze())
         if loader is not None and settings.workers > 1:
             # Workers share one listening socket: a worker that accepted before its models
             # loaded would answer 503 while its siblings are ready. Accept only once loaded.
             await asyncio.shield(loader)
         drain_on_sigterm(app.state.dataplane, app.state.arrivals, settings.shutdown_grace_s)
         grpc_server = await _start_grpc(app.state.dataplane, settings)
+        lag_watch = asyncio.create_task(watch_loop_lag(metrics.loop_lag.observe))
         try:
             yield
         finally:
+            lag_watch.cancel()
             if grpc_server is not None:
                 await grpc_server.stop(grace_s=5)
             if loader is not None:
@@ -94,6 +104,12 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
     app.state.metrics = metrics
     app.state.arrivals = Arrivals()  # counted by the front door, read by the SIGTERM drain
     app.add_middleware(FrontDoor)
+    # Outermost last: a Host not in MNIST_ALLOWED_HOSTS gets 400 (DNS rebinding) before the
+    # front door; every answer, that 400 included, gets the security headers.
+    app.add_middleware(
+        TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts, www_redirect=False
+    )
+    app.add_middleware(SecurityHeaders)
     _add_error_handlers(app)
     app.include_router(router)
     app.include_router(v2_router)

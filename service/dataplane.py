@@ -21,7 +21,14 @@ import numpy as np
 from mnist_shared.preprocessing import IMAGE_SIZE
 from service.admission import Admission
 from service.backends import BACKENDS
-from service.errors import BadRequest, GatewayTimeout, NotReady, Overloaded, ServiceError
+from service.errors import (
+    BadRequest,
+    GatewayTimeout,
+    NotFound,
+    NotReady,
+    Overloaded,
+    ServiceError,
+)
 from service.metrics import Metrics
 from service.model_loading import LoadFailed
 from service.model_slots import LoadedModel
@@ -62,13 +69,28 @@ class DataPlane:
     # -- health and metadata ------------------------------------------------------------------
 
     def ready(self) -> bool:
-        return self._registry.ready and not self.draining
+        return self._registry.ready and not self.draining and self._default_unserved() is None
 
     def readiness(self) -> dict[str, Any]:
         state = self._registry.readiness()
+        if (reason := self._default_unserved()) is not None:
+            state["ready"] = False
+            state["errors"] = {**state["errors"], self.default_variant: reason}
         if self.draining:
             state |= {"ready": False, "draining": True}
         return state
+
+    def _default_unserved(self) -> str | None:
+        """Why the default variant (what a request naming none gets) serves no version, if it
+        does not once the first load is done: every such request would get 503."""
+        name = self.default_variant
+        if self._registry.loading or not name:
+            return None
+        try:
+            self.loaded_model(name)
+        except (NotReady, NotFound) as error:
+            return f"{error.message} It is the default variant: requests naming none get 503."
+        return None
 
     def model_ready(self, name: str, version: int | None = None) -> bool:
         """Whether `name` (at `version`) can answer; NotFound for a model never served."""

@@ -18,6 +18,7 @@ MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_LAG_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 5.0)
 
 
 class Metrics:
@@ -66,6 +67,14 @@ class Metrics:
             "Model versions refused: files not matching the manifest, ONNX that does not load, "
             "a failed smoke check. Counted once per version and set of files.",
             ["variant"],
+            registry=registry,
+        )
+
+        self.loop_lag = Histogram(
+            "mnist_event_loop_lag_seconds",
+            "How late a timer on the event loop fires (checked every 20 ms): how long work "
+            "that is ready waits for the loop, whatever holds it (a step, the GIL, the CPU).",
+            buckets=_LAG_BUCKETS,
             registry=registry,
         )
 

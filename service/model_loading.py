@@ -1,5 +1,6 @@
-"""Loading one model version so that it is fit to take traffic: the manifest read, the ONNX
-file's sha256 checked against it, the session built and a smoke check passed.
+"""Loading one model version so that it is fit to take traffic: the manifest read, its paths
+shown to stay inside the version, the ONNX file found listed with a matching sha256, the
+session built and a smoke check passed.
 
 Blocking work: the registry calls `load_version` in a worker thread, so requests keep being
 served while a new version loads.
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
-from mnist_shared.manifest import MANIFEST_NAME, Manifest
+from mnist_shared.manifest import MANIFEST_NAME, Manifest, check_paths
 from mnist_shared.preprocessing import IMAGE_SIZE
 from service.backends import Backend, OnnxBackend
 
@@ -52,8 +53,11 @@ def load_version(
             f"{version_dir.name}: re-export the model instead of renaming its directory"
         )
     try:
+        # Every path up front, the SavedModel's too: a manifest pointing outside its version is
+        # refused as a whole, not only once someone asks for the TensorFlow backend.
+        check_paths(version_dir, manifest)
         backend = OnnxBackend(version_dir, manifest, threads, lone_threads)
-    except ValueError as error:  # verify_artifacts: a missing file or a sha256 mismatch
+    except ValueError as error:  # verify_artifacts: unlisted, missing, outside, sha256 mismatch
         raise LoadFailed(str(error)) from None
     except Exception as error:  # onnxruntime's own errors share no base class
         raise LoadFailed(

@@ -12,7 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import (
+    MAX_BOUNDARY_LENGTH,
+    MultipartParser,
+    parse_options_header,
+)
 
 from service.errors import BadRequest, PayloadTooLarge
 
@@ -36,6 +40,12 @@ def parse_multipart(
         raise BadRequest(
             "malformed multipart body (no boundary in the Content-Type header): let the HTTP "
             "client build it (curl -F file=@digit.png)."
+        )
+    if len(boundary) > MAX_BOUNDARY_LENGTH:
+        raise BadRequest(
+            f"malformed multipart body (its boundary is {len(boundary)} characters, over the "
+            f"{MAX_BOUNDARY_LENGTH} allowed): let the HTTP client build it "
+            "(curl -F file=@digit.png)."
         )
     collector = _PartCollector(max_parts, on_part)
     parser = MultipartParser(boundary, collector.callbacks())

@@ -251,7 +251,16 @@ class ModelRegistry(RegistryViews):
         async with slot.lock:
             if SavedModelBackend.name in model.batchers:
                 return
-            backend = await asyncio.to_thread(SavedModelBackend, model.version_dir, model.manifest)
+            try:
+                backend = await asyncio.to_thread(
+                    SavedModelBackend, model.version_dir, model.manifest
+                )
+            except ValueError as error:  # its files do not match the manifest
+                logger.error("%s/%s SavedModel refused: %s", model.variant, model.version, error)
+                raise NotReady(
+                    f"{model.variant} version {model.version} cannot serve on the tensorflow "
+                    f"backend: {error}"
+                ) from None
             await asyncio.to_thread(smoke_check, backend)
             self._add_batcher(model, backend)
 

@@ -5,19 +5,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from dataclasses import dataclass
 
-import anyio
 from fastapi import Request
 from starlette.requests import ClientDisconnect
 
+from service.decode_work import INLINE_BYTES, by_size, decode_files
 from service.decoding import (
     DecodedImages,
     HeaderCheck,
     ImagePayload,
     Limits,
     check_count,
-    decode_images,
     parse_json,
 )
 from service.errors import (
@@ -33,25 +32,49 @@ ACCEPTED_TYPES = (
     "image/avif, image/tiff, image/bmp, image/gif, application/octet-stream, or "
     "application/json"
 )
-# Bodies above this are decoded in a worker thread: a multi-megabyte JPEG takes tens of
-# milliseconds to decode, which would stall every other request on the event loop.
-_INLINE_DECODE_BYTES = 256 * 1024
 # A request still unanswered after this long starts watching for its client's disconnect (a
 # watcher task per request would cost every fast answer a task created and cancelled).
 _WATCH_AFTER_S = 0.005
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The whole body, refusing (413) as soon as it exceeds `max_bytes`, declared or streamed."""
+@dataclass(frozen=True)
+class BodyLimit:
+    """A limit on a body's bytes: its setting, and what to send instead."""
+
+    what: str
+    setting: str
+    advice: str
+
+    def message(self, size: int, limit: int) -> str:
+        return (
+            f"{self.what} is {size} bytes or more, over the limit of {limit} bytes "
+            f"({self.setting}). {self.advice}"
+        )
+
+
+UPLOAD_LIMIT = BodyLimit("request body", "MNIST_MAX_UPLOAD_BYTES", "Send smaller or fewer images.")
+# JSON is parsed holding the GIL, which the event loop needs (3 ms a megabyte): pictures
+# larger than a JSON body allows go as files, which decode without it.
+JSON_LIMIT = BodyLimit(
+    "JSON body",
+    "MNIST_MAX_JSON_BYTES",
+    "Send large pictures as files (multipart/form-data or the raw image bytes) rather than "
+    "base64 in JSON.",
+)
+
+
+async def read_body(request: Request, max_bytes: int, limit: BodyLimit = UPLOAD_LIMIT) -> bytes:
+    """The whole body, refusing (413) as soon as it exceeds `max_bytes`, declared or streamed
+    (`limit` names the setting and what to send instead)."""
     declared = request.headers.get("content-length")
     if declared is not None and _is_number(declared) and int(declared) > max_bytes:
-        raise PayloadTooLarge(_too_large(int(declared), max_bytes))
+        raise PayloadTooLarge(limit.message(int(declared), max_bytes))
     chunks, size = [], 0
     try:
         async for chunk in request.stream():
             size += len(chunk)
             if size > max_bytes:
-                raise PayloadTooLarge(_too_large(size, max_bytes))
+                raise PayloadTooLarge(limit.message(size, max_bytes))
             chunks.append(chunk)
     except ClientDisconnect:
         raise ClientClosedRequest("client disconnected before the body was complete") from None
@@ -60,13 +83,6 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
 
 def _is_number(text: str) -> bool:
     return text.isascii() and text.isdigit()  # "²".isdigit(), but int() refuses it
-
-
-def _too_large(size: int, limit: int) -> str:
-    return (
-        f"request body is {size} bytes or more, over the limit of {limit} bytes "
-        "(MNIST_MAX_UPLOAD_BYTES). Send smaller or fewer images."
-    )
 
 
 @asynccontextmanager
@@ -107,7 +123,9 @@ async def dropped_on_disconnect(request: Request) -> AsyncIterator[None]:
             watcher.cancel()
 
 
-async def read_payload(request: Request, max_bytes: int, limits: Limits) -> ImagePayload:
+async def read_payload(
+    request: Request, max_bytes: int, max_json_bytes: int, limits: Limits
+) -> ImagePayload:
     """The request's images from any accepted form, counted and checked, not decoded yet."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     is_multipart = content_type.startswith("multipart/form-data")
@@ -116,32 +134,28 @@ async def read_payload(request: Request, max_bytes: int, limits: Limits) -> Imag
     if not (is_multipart or is_image or is_json):
         shown = content_type or "none"
         raise UnsupportedMediaType(f"unsupported content type {shown!r}: send {ACCEPTED_TYPES}.")
-    body = await read_body(request, max_bytes)
+    if is_json:
+        body = await read_body(request, min(max_bytes, max_json_bytes), JSON_LIMIT)
+    else:
+        body = await read_body(request, max_bytes)
     if is_multipart:
         return ImagePayload(files=_multipart_files(request.headers["content-type"], body, limits))
     if is_image:
         return ImagePayload(files=[("image", body)])
     if not body:
         raise BadRequest('empty JSON body: send {"images": [...]} or {"pixels": [...]}.')
-    return await run_decoder(parse_json, body, limits, len(body))
+    return await by_size(parse_json, body, limits)
 
 
 async def decode_payload(payload: ImagePayload, limits: Limits) -> DecodedImages:
     """MNIST-ready digits (uint8 (N, 28, 28)): decoded and preprocessed."""
     if payload.pixels is not None:
         return DecodedImages(payload.pixels)
-    return await run_decoder(decode_images, payload.files, limits, payload.encoded_bytes)
-
-
-async def run_decoder(function: Any, payload: object, limits: Limits, size: int) -> Any:
-    """`function(payload, limits)`: inline for small payloads, in a worker thread for large."""
-    if size <= _INLINE_DECODE_BYTES:
-        return function(payload, limits)
-    return await anyio.to_thread.run_sync(function, payload, limits)
+    return await decode_files(payload.files, limits)
 
 
 def _multipart_files(content_type: str, body: bytes, limits: Limits) -> list[tuple[str, bytes]]:
-    on_part = _early_header_check(limits) if len(body) > _INLINE_DECODE_BYTES else None
+    on_part = _early_header_check(limits) if len(body) > INLINE_BYTES else None
     parts = parse_multipart(content_type, body, max_parts=limits.max_images + 1, on_part=on_part)
     files = [part for part in parts if part.name == "file"]
     if not files and parts:

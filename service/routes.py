@@ -89,7 +89,9 @@ async def predict(request: Request) -> Response:
         chosen_backend = dataplane.choose_backend(backend)
         variants = dataplane.choose_variants(variant)
         limits = Limits.of(settings)
-        payload = await read_payload(request, settings.max_upload_bytes, limits)
+        payload = await read_payload(
+            request, settings.max_upload_bytes, settings.max_json_bytes, limits
+        )
         async with dataplane.admitted(payload.count * len(variants)):  # else 503 before decoding
             decoded = await decode_payload(payload, limits)
             async with dropped_on_disconnect(request):

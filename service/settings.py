@@ -56,7 +56,16 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(
         None,
         description="Bearer token required by the /v2/repository endpoints (load, unload, "
-        "index); unset: they are open, so set it wherever others can reach the port.",
+        "index); unset: they answer only requests made on this machine to localhost, "
+        "127.0.0.1 or [::1]. Requests from web pages of other origins are refused either way.",
+    )
+    # NoDecode: the variable is a plain comma-separated list, not JSON.
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        ["*"],
+        description="Host header values answered, comma separated (e.g. "
+        "`localhost,127.0.0.1,[::1],mnist.example.com`; `*.example.com` for subdomains); any "
+        "other Host gets 400 (against DNS rebinding). `*`: any, as containers and Kubernetes "
+        "probes need (they reach the service by names and pod IPs not known in advance).",
     )
     default_variant: str = Field(
         "", description="Variant used when a request names none; empty: the first served."
@@ -83,6 +92,13 @@ class Settings(BaseSettings):
         description="Largest request body accepted (else 413): a 12-megapixel phone photo is "
         "3-12 MB.",
     )
+    max_json_bytes: int = Field(
+        2 * 1024 * 1024,
+        ge=1024,
+        description="Largest JSON document: a /predict JSON body, or an Open Inference "
+        "Protocol request's JSON (its binary tensors aside), else 413. Parsing JSON holds the "
+        "event loop's GIL, 3 ms a megabyte: larger pictures go as files or binary tensors.",
+    )
     max_images_per_request: int = Field(
         64, ge=1, description="Most images one request may carry (else 413)."
     )
@@ -108,6 +124,18 @@ class Settings(BaseSettings):
         30.0,
         gt=0,
         description="A request not answered in time gets 504; its queued work is dropped.",
+    )
+    max_header_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="Largest header block of a request (else 431 and the connection closed); "
+        "browsers and HTTP libraries send well under 8 KB.",
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="A connection that has not sent a complete request's headers this long "
+        "after opening (or after the request's first byte) gets 408 and is closed.",
     )
     shutdown_grace_s: float = Field(
         10.0,
@@ -156,6 +184,22 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.lstrip().startswith("["):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        """Always comma separated: `[::1]` starts an IPv6 entry, not a JSON list."""
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            if "*" in pattern[1:] or (pattern.startswith("*") and pattern[:2] not in ("*", "*.")):
+                raise ValueError(f"{pattern!r}: a wildcard is * alone or *.domain (*.example.com)")
+        return value or ["*"]
 
     @field_validator("version_policy")
     @classmethod

@@ -17,21 +17,30 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field, ValidationError
 
-from service.errors import BadRequest, NotReady
-from service.requests import dropped_on_disconnect, read_body
+from service.decoding import Limits
+from service.errors import BadRequest, NotReady, PayloadTooLarge
+from service.requests import BodyLimit, dropped_on_disconnect, read_body
 from service.routes import ERROR_RESPONSES, DataPlaneDep
 from service.v2_tensors import (
     NUMPY_DATATYPES,
     Tensor,
     array_from_bytes,
     check_datatype,
+    element_count,
     infer,
+    is_small_number,
+    max_elements,
     parse_version,
     raw_bytes,
     split_bytes_elements,
 )
 
 HEADER_LENGTH = "inference-header-content-length"
+JSON_TENSORS_LIMIT = BodyLimit(
+    "the request's JSON",
+    "MNIST_MAX_JSON_BYTES",
+    "Send large tensors as binary data (the binary tensor data extension), not in JSON.",
+)
 ModelName = Annotated[str, Path(description="The variant: group, instance or layer.")]
 
 
@@ -111,10 +120,17 @@ async def model_infer(
     request: Request, dataplane: DataPlaneDep, model: ModelName, version: str | None = None
 ) -> Response:
     async with dataplane.request(model):
-        body = await read_body(request, dataplane.settings.max_upload_bytes)
-        header, binary = _split_body(body, request.headers.get(HEADER_LENGTH))
+        settings = dataplane.settings
+        header_length = request.headers.get(HEADER_LENGTH)
+        if header_length is None:  # all of it JSON
+            body = await read_body(request, settings.max_json_bytes, JSON_TENSORS_LIMIT)
+        else:
+            body = await read_body(request, settings.max_upload_bytes)
+        header, binary = _split_body(body, header_length)
+        if len(header) > settings.max_json_bytes:
+            raise PayloadTooLarge(JSON_TENSORS_LIMIT.message(len(header), settings.max_json_bytes))
         inference = _parse_request(header)
-        inputs = _input_tensors(inference, binary)
+        inputs = _input_tensors(inference, binary, max_elements(Limits.of(dataplane.settings)))
         requested = [output.name for output in inference.outputs or []]
         async with dropped_on_disconnect(request):
             result, outputs = await infer(
@@ -135,10 +151,10 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryvi
     """(JSON header, binary tensor data) of a request, binary extension or plain JSON."""
     if header_length is None:
         return body, memoryview(b"")
-    if not (header_length.isascii() and header_length.isdigit()) or int(header_length) > len(body):
+    if not is_small_number(header_length) or int(header_length) > len(body):
         raise BadRequest(
-            f"Inference-Header-Content-Length {header_length!r} must be the JSON header's byte "
-            f"count, at most the body's {len(body)} bytes."
+            f"Inference-Header-Content-Length {header_length[:40]!r} must be the JSON header's "
+            f"byte count, at most the body's {len(body)} bytes."
         )
     size = int(header_length)
     return body[:size], memoryview(body)[size:]
@@ -146,53 +162,68 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryvi
 
 def _parse_request(header: bytes) -> InferenceRequest:
     try:
-        return InferenceRequest.model_validate_json(header)
+        inference = InferenceRequest.model_validate_json(header)
     except ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in error.errors()
         )
         raise BadRequest(f"invalid inference request: {problems}.") from None
+    try:  # echoed in the answer, which must be valid JSON
+        json.dumps(inference.parameters, allow_nan=False)
+    except ValueError:
+        raise BadRequest(
+            "invalid inference request: parameters hold NaN or Infinity, which JSON has not."
+        ) from None
+    return inference
 
 
-def _input_tensors(inference: InferenceRequest, binary: memoryview) -> list[Tensor]:
+def _input_tensors(inference: InferenceRequest, binary: memoryview, limit: int) -> list[Tensor]:
+    """The inputs as tensors, each shape's element count checked (at most `limit`) before its
+    elements are converted."""
     tensors, offset = [], 0
     for item in inference.inputs:
+        count = element_count(item.name, item.shape, limit)
         size = (item.parameters or {}).get("binary_data_size")
         if size is None:
-            tensors.append(_json_tensor(item))
+            tensors.append(_json_tensor(item, count))
             continue
         if not isinstance(size, int) or size < 0 or offset + size > len(binary):
             raise BadRequest(
                 f"input {item.name!r}: binary_data_size {size!r} runs past the "
                 f"{len(binary)} bytes of binary data."
             )
-        tensors.append(_binary_tensor(item, bytes(binary[offset : offset + size])))
+        tensors.append(_binary_tensor(item, bytes(binary[offset : offset + size]), count))
         offset += size
     if offset != len(binary):
         raise BadRequest(f"{len(binary) - offset} bytes of binary data belong to no input.")
     return tensors
 
 
-def _binary_tensor(item: RequestInput, raw: bytes) -> Tensor:
+def _binary_tensor(item: RequestInput, raw: bytes, count: int) -> Tensor:
     if item.datatype == "BYTES":
-        return Tensor(item.name, "BYTES", item.shape, split_bytes_elements(raw, item.name))
+        return Tensor(item.name, "BYTES", item.shape, split_bytes_elements(raw, item.name, count))
     check_datatype(item.name, item.datatype)
     data = array_from_bytes(raw, item.datatype, item.shape, item.name)
     return Tensor(item.name, item.datatype, item.shape, data)
 
 
-def _json_tensor(item: RequestInput) -> Tensor:
+def _json_tensor(item: RequestInput, count: int) -> Tensor:
     if item.data is None:
         raise BadRequest(f"input {item.name!r} has no data: send 'data' or binary_data_size.")
+    if isinstance(item.data, list) and len(item.data) > count:  # before converting any
+        raise BadRequest(
+            f"input {item.name!r}: shape {item.shape} holds {count} elements, but more were sent."
+        )
     if item.datatype == "BYTES":
         values = np.asarray(item.data, dtype=object).ravel().tolist()
         return Tensor(item.name, "BYTES", item.shape, [_base64(v, item.name) for v in values])
     check_datatype(item.name, item.datatype)
     try:
         data = np.asarray(item.data, dtype=NUMPY_DATATYPES[item.datatype]).ravel()
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: INT8 1000
         raise BadRequest(
-            f"input {item.name!r}: data must be {item.datatype} numbers, in row-major order."
+            f"input {item.name!r}: data must be {item.datatype} numbers within its range, in "
+            "row-major order."
         ) from None
     return Tensor(item.name, item.datatype, item.shape, data)
 
@@ -215,11 +246,19 @@ def _base64(value: object, name: str) -> bytes:
 def _binary_outputs(inference: InferenceRequest) -> dict[str, bool]:
     """Which outputs go back as binary data: each output's `binary_data`, defaulting to the
     request's `binary_data_output`."""
-    default = bool((inference.parameters or {}).get("binary_data_output", False))
+    default = _flag(inference.parameters, "binary_data_output", False)
     return {
-        output.name: bool((output.parameters or {}).get("binary_data", default))
+        output.name: _flag(output.parameters, "binary_data", default)
         for output in inference.outputs or []
     } | {"*": default}
+
+
+def _flag(parameters: dict[str, Any] | None, name: str, default: bool) -> bool:
+    """A boolean parameter: JSON true or false ("false" is not false, and not true either)."""
+    value = (parameters or {}).get(name, default)
+    if not isinstance(value, bool):
+        raise BadRequest(f"parameter {name!r} must be true or false (JSON booleans): {value!r}.")
+    return value
 
 
 def _response(answer: dict[str, Any], outputs: list[Tensor], binary: dict[str, bool]) -> Response:

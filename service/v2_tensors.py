@@ -8,6 +8,7 @@ as `/predict` does). Outputs: `probabilities` FP32 [N, 10] and `digit` INT64 [N]
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,9 +17,9 @@ import numpy as np
 
 from mnist_shared.preprocessing import IMAGE_SIZE, scale_pixels
 from service.dataplane import DataPlane, VariantResult
-from service.decoding import Limits, check_count, decode_images
-from service.errors import BadRequest
-from service.requests import run_decoder
+from service.decode_work import decode_files
+from service.decoding import Limits, check_count
+from service.errors import BadRequest, PayloadTooLarge
 
 # Wire datatypes of the protocol with a fixed element size, little-endian.
 NUMPY_DATATYPES: dict[str, np.dtype] = {
@@ -36,6 +37,9 @@ NUMPY_DATATYPES: dict[str, np.dtype] = {
     "FP64": np.dtype("<f8"),
 }
 IMAGE_INPUT, BYTES_INPUT = "image", "image_bytes"
+# Version numbers and lengths a client sends: int64's 18 safe digits (int() of thousands of
+# digits costs quadratic time, and numpy and protobuf overflow past int64).
+MAX_DIGITS = 18
 PROBABILITIES, DIGIT = "probabilities", "digit"
 OUTPUTS = (PROBABILITIES, DIGIT)
 _INPUTS_HELP = (
@@ -60,10 +64,30 @@ def check_datatype(name: str, datatype: str) -> None:
         raise BadRequest(f"input {name!r}: unknown datatype {datatype!r}; use {known}.")
 
 
+def element_count(name: str, shape: Sequence[int], limit: int) -> int:
+    """How many elements `shape` holds, checked before any element is converted: no negative
+    dimension, and at most `limit` (what the largest valid request holds)."""
+    if any(dimension < 0 for dimension in shape):
+        raise BadRequest(f"input {name!r}: shape {list(shape)} has a negative dimension.")
+    count = math.prod(shape)  # Python integers: [2**60, 28, 28] must not wrap around
+    if count > limit:
+        raise PayloadTooLarge(
+            f"input {name!r}: shape {list(shape)} holds {count} elements, more than the {limit} "
+            "one request may carry (MNIST_MAX_IMAGES_PER_REQUEST images). Split the request."
+        )
+    return count
+
+
+def max_elements(limits: Limits) -> int:
+    """The most elements a valid input holds: the largest request's pixels."""
+    return limits.max_images * IMAGE_SIZE * IMAGE_SIZE
+
+
 def array_from_bytes(raw: bytes, datatype: str, shape: Sequence[int], name: str) -> np.ndarray:
-    """A fixed-size datatype's raw little-endian bytes, checked against its shape."""
+    """A fixed-size datatype's raw little-endian bytes, checked against its shape (whose
+    element count `element_count` has bounded)."""
     dtype = NUMPY_DATATYPES[datatype]
-    expected = int(np.prod(shape)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize
     if len(raw) != expected:
         raise BadRequest(
             f"input {name!r}: {len(raw)} bytes of data, but {datatype} {list(shape)} needs "
@@ -72,11 +96,14 @@ def array_from_bytes(raw: bytes, datatype: str, shape: Sequence[int], name: str)
     return np.frombuffer(raw, dtype=dtype).reshape(shape)
 
 
-def split_bytes_elements(raw: bytes, name: str) -> list[bytes]:
+def split_bytes_elements(raw: bytes, name: str, count: int) -> list[bytes]:
     """BYTES tensor data in the protocol's binary form: each element a 4-byte little-endian
-    length, then that many bytes."""
+    length, then that many bytes. Refused as soon as it holds more than the shape's `count`
+    (a megabyte of empty elements must not be split out to be refused after)."""
     elements, offset = [], 0
     while offset < len(raw):
+        if len(elements) == count:
+            raise BadRequest(f"input {name!r}: BYTES data holds more than the shape's {count}.")
         if offset + 4 > len(raw):
             raise BadRequest(f"input {name!r}: BYTES data ends inside an element's length.")
         (length,) = struct.unpack_from("<I", raw, offset)
@@ -100,9 +127,9 @@ def check_shape(tensor: Tensor) -> None:
     if any(d < 0 for d in tensor.shape):
         raise BadRequest(f"input {tensor.name!r}: shape {tensor.shape} has a negative dimension.")
     count = len(tensor.data) if isinstance(tensor.data, list) else tensor.data.size
-    if count != int(np.prod(tensor.shape)):
+    if count != math.prod(tensor.shape):
         raise BadRequest(
-            f"input {tensor.name!r}: shape {tensor.shape} holds {int(np.prod(tensor.shape))} "
+            f"input {tensor.name!r}: shape {tensor.shape} holds {math.prod(tensor.shape)} "
             f"elements, but {count} were sent."
         )
 
@@ -143,8 +170,7 @@ async def _pictures(tensor: Tensor, limits: Limits) -> np.ndarray:
     if len(tensor.shape) != 1:
         raise BadRequest(f"input {BYTES_INPUT!r} has shape {tensor.shape}; expected [N].")
     payloads = [(f"{BYTES_INPUT}[{i}]", data) for i, data in enumerate(tensor.data)]
-    size = sum(len(data) for data in tensor.data)
-    decoded = await run_decoder(decode_images, payloads, limits, size)
+    decoded = await decode_files(payloads, limits)
     return scale_pixels(decoded.all_read())
 
 
@@ -183,6 +209,14 @@ def parse_version(version: str | None) -> int | None:
     """The protocol's version string ("" or absent: the latest) as an integer."""
     if not version:
         return None
-    if not (version.isascii() and version.isdigit()):  # "²".isdigit(), but int() refuses it
-        raise BadRequest(f"model version {version!r} is not a number; versions are 1, 2, ...")
+    if not is_small_number(version):
+        raise BadRequest(
+            f"model version {version[:40]!r} is not a number of at most {MAX_DIGITS} digits; "
+            "versions are 1, 2, ..."
+        )
     return int(version)
+
+
+def is_small_number(text: str) -> bool:
+    """Digits only ("²".isdigit(), but int() refuses it), few enough for an int64."""
+    return text.isascii() and text.isdigit() and len(text) <= MAX_DIGITS

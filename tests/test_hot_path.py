@@ -1,7 +1,8 @@
 """The request path stays on the event loop: no thread hop except to decode a large body.
 
 Every hop to Starlette's thread pool (a plain `def` dependency or route, a sync context manager)
-goes through `anyio.to_thread.run_sync`; each costs a context switch per request on a 2-core box.
+goes through `anyio.to_thread.run_sync`, our decoding's through
+`decode_work.in_stoppable_thread`; each costs a context switch per request on a 2-core box.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from service import decode_work
 from service.app import create_app
 from service.settings import Settings
 from tests.conftest import REPO_ROOT, wait_ready
@@ -29,14 +31,20 @@ def client():
 
 @pytest.fixture
 def hops(monkeypatch):
+    """The names of the work handed from the event loop to a thread."""
     calls: list[str] = []
-    original = anyio.to_thread.run_sync
 
-    async def counting(function, *args, **kwargs):
-        calls.append(getattr(function, "__name__", repr(function)))
-        return await original(function, *args, **kwargs)
+    def counted(original):
+        async def counting(work, *args, **kwargs):
+            calls.append(getattr(work, "__name__", repr(work)))
+            return await original(work, *args, **kwargs)
 
-    monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
+        return counting
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted(anyio.to_thread.run_sync))
+    monkeypatch.setattr(
+        decode_work, "in_stoppable_thread", counted(decode_work.in_stoppable_thread)
+    )
     return calls
 
 
@@ -77,7 +85,7 @@ def test_a_large_body_is_decoded_in_one_worker_thread(client, hops):
     assert len(body) > 256 * 1024
     response = client.post("/predict", content=body, headers={"content-type": "image/png"})
     assert response.status_code in (200, 422), response.text
-    assert hops == ["decode_images"]
+    assert hops == ["_open_and_decode"]
 
 
 def test_answers_match_the_documented_schemas(client, mnist):

@@ -73,9 +73,14 @@ def models(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def serve(models: Path, **settings: object) -> TestClient:
+def serve(models: Path, headers: dict[str, str] | None = None, **settings: object) -> TestClient:
     values = {"models_dir": models, "model_poll_s": POLL_S, **settings}
-    return TestClient(create_app(Settings(**values)))  # type: ignore[arg-type]
+    return TestClient(create_app(Settings(**values)), headers=headers)  # type: ignore[arg-type]
+
+
+# The test client is not on loopback: the repository endpoints need the token (test_admin_safety).
+ADMIN_TOKEN = "s3cret"
+ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @pytest.fixture
@@ -221,19 +226,19 @@ def test_a_specific_policy_serves_exactly_those_versions(models, digit_png):
 
 
 def test_polling_off_changes_nothing_until_load_is_called(models, digit_png):
-    with serve(models, model_poll_s=0) as client:
+    with serve(models, model_poll_s=0, admin_token=ADMIN_TOKEN) as client:
         wait_for(lambda: ready(client))
         add_version(models, 4)
         time.sleep(0.5)
         assert predict(client, digit_png).json()["model_version"] == SERVED_VERSION
-        response = client.post("/v2/repository/models/group/load")
+        response = client.post("/v2/repository/models/group/load", headers=ADMIN)
         assert response.status_code == 200 and response.json() == {"name": "group", "versions": [4]}
         assert predict(client, digit_png).json()["model_version"] == 4
 
 
 def test_repository_index_load_and_unload(models, digit_png):
     add_version(models, SERVED_VERSION, variant="layer")
-    with serve(models, model_poll_s=0) as client:
+    with serve(models, model_poll_s=0, admin_token=ADMIN_TOKEN, headers=ADMIN) as client:
         wait_for(lambda: ready(client))
         assert client.post("/v2/repository/index").json() == [
             {"name": "group", "version": 3, "state": "serving"},
@@ -352,9 +357,9 @@ def test_a_broken_new_variant_neither_drops_readiness_nor_becomes_the_default(mo
 
 
 def test_unload_is_refused_with_several_workers(models):
-    with serve(models, workers=2, model_poll_s=0) as client:
+    with serve(models, workers=2, model_poll_s=0, admin_token=ADMIN_TOKEN) as client:
         wait_for(lambda: ready(client))
-        response = client.post("/v2/repository/models/group/unload")
+        response = client.post("/v2/repository/models/group/unload", headers=ADMIN)
         assert response.status_code == 409
         assert "run with MNIST_WORKERS=1" in response.json()["error"]
         assert ready(client)

@@ -1,20 +1,26 @@
 """The Kubernetes and Ray manifests agree with the service: probe paths that exist, settings that
 are real, the KubeRay application the same as the Ray Serve config. (Their schemas are checked by
-`kubernetes-validate --strict` in `make lint`.)"""
+`kubernetes-validate --strict` in `make lint`.) And the model manifests: a version is refused
+unless every file it loads is listed with its sha256 and lies inside its directory."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
 from fastapi.testclient import TestClient
 
+from mnist_shared.manifest import MANIFEST_NAME, Manifest, sha256_file, verify_artifacts
 from service.app import create_app
+from service.model_loading import LoadFailed, load_version
 from service.settings import Settings
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, wait_ready
 
 K8S = REPO_ROOT / "deploy" / "k8s"
 SETTINGS = {f"MNIST_{name.upper()}" for name in Settings.model_fields}
@@ -144,3 +150,140 @@ def test_kuberay_serves_the_ray_serve_config_application():
     assert {k: v for k, v in serve_deployment.items() if k not in scaling} == {
         k: v for k, v in kuberay_deployment.items() if k not in scaling
     }
+
+
+# -- Model manifests (models/<variant>/<version>/manifest.json): every file a version loads is
+# listed with its sha256 and lies inside the version directory, or the version is refused. --
+
+GROUP_3 = REPO_ROOT / "models" / "group" / "3"
+
+
+def _copy_version(models: Path, version: int = 3) -> Path:
+    """The committed group version as `version`: its ONNX file, SavedModel and manifest."""
+    directory = models / "group" / str(version)
+    directory.mkdir(parents=True)
+    shutil.copy(GROUP_3 / "model.onnx", directory)
+    shutil.copytree(GROUP_3 / "saved_model", directory / "saved_model")
+    manifest = json.loads((GROUP_3 / MANIFEST_NAME).read_text())
+    manifest["version"] = version
+    (directory / MANIFEST_NAME).write_text(json.dumps(manifest))
+    return directory
+
+
+def _edit(directory: Path, change: Callable[[dict], object]) -> None:
+    manifest = json.loads((directory / MANIFEST_NAME).read_text())
+    change(manifest)
+    (directory / MANIFEST_NAME).write_text(json.dumps(manifest))
+
+
+def _elsewhere(directory: Path) -> Path:
+    """A genuine copy of the ONNX file outside the version, so only its place is wrong."""
+    outside = directory.parent.parent / "elsewhere" / "model.onnx"
+    outside.parent.mkdir(exist_ok=True)
+    shutil.copy(GROUP_3 / "model.onnx", outside)
+    return outside
+
+
+def _onnx_elsewhere(directory: Path, name: Callable[[Path], str]) -> None:
+    """`onnx_file` names the outside copy, listed with its true sha256."""
+    onnx_file = name(_elsewhere(directory))
+
+    def change(manifest: dict) -> None:
+        manifest["onnx_file"] = onnx_file
+        manifest["files"][onnx_file] = sha256_file(GROUP_3 / "model.onnx")
+
+    _edit(directory, change)
+
+
+def _symlink_out(directory: Path) -> None:
+    (directory / "model.onnx").unlink()
+    (directory / "model.onnx").symlink_to(_elsewhere(directory))  # same bytes, same sha256
+
+
+BREAKAGES: dict[str, tuple[Callable[[Path], object], str]] = {
+    "missing ONNX entry": (
+        lambda d: _edit(d, lambda m: m["files"].pop("model.onnx")),
+        "model.onnx in {dir} is loaded but not listed in the files of its manifest.json",
+    ),
+    "absolute onnx_file": (
+        lambda d: _onnx_elsewhere(d, str),
+        "onnx_file entry '{outside}' in the manifest.json of {dir} is not a relative path",
+    ),
+    "dot-dot onnx_file": (
+        lambda d: _onnx_elsewhere(d, lambda _: "../../elsewhere/model.onnx"),
+        "onnx_file entry '../../elsewhere/model.onnx' in the manifest.json of {dir} is not a",
+    ),
+    "symlink out": (
+        _symlink_out,
+        "model.onnx in {dir} leads to {outside} through a symlink, outside the version",
+    ),
+    "wrong sha256": (
+        lambda d: _edit(d, lambda m: m["files"].update({"model.onnx": "0" * 64})),
+        "sha256 of model.onnx (",
+    ),
+    "absolute saved_model_dir": (
+        lambda d: _edit(d, lambda m: m.update(saved_model_dir=str(GROUP_3 / "saved_model"))),
+        f"saved_model_dir entry '{GROUP_3 / 'saved_model'}' in the manifest.json of {{dir}}",
+    ),
+}
+
+
+def test_a_good_model_manifest_loads_and_its_savedmodel_verifies(tmp_path):
+    directory = _copy_version(tmp_path)
+    manifest, _ = load_version(directory, threads=1)
+    assert manifest.version == 3
+    verify_artifacts(directory, manifest, only=[manifest.saved_model_dir + "/"])
+
+
+def test_a_symlink_inside_the_version_still_loads(tmp_path):
+    directory = _copy_version(tmp_path)
+    (directory / "blobs").mkdir()
+    (directory / "model.onnx").rename(directory / "blobs" / "model.onnx")
+    (directory / "model.onnx").symlink_to(Path("blobs") / "model.onnx")
+    assert load_version(directory, threads=1)[0].version == 3
+
+
+@pytest.mark.parametrize("breakage", BREAKAGES)
+def test_a_version_loading_an_unvouched_file_is_refused_with_the_reason(tmp_path, breakage):
+    directory = _copy_version(tmp_path)
+    breaks, reason = BREAKAGES[breakage]
+    breaks(directory)
+    with pytest.raises(LoadFailed) as refused:
+        load_version(directory, threads=1)
+    outside = tmp_path / "elsewhere" / "model.onnx"
+    assert reason.format(dir=directory, outside=outside) in str(refused.value)
+    assert "Re-export" in str(refused.value)  # says what to do
+
+
+def test_the_savedmodel_s_files_must_all_be_listed_and_inside(tmp_path):
+    directory = _copy_version(tmp_path)
+    manifest = Manifest.read(directory)
+    only = [manifest.saved_model_dir + "/"]  # what SavedModelBackend checks before loading
+    (directory / "saved_model" / "variables" / "extra.data").write_bytes(b"unlisted")
+    with pytest.raises(ValueError, match=r"saved_model/variables/extra\.data in .* not listed"):
+        verify_artifacts(directory, manifest, only=only)
+    (directory / "saved_model" / "variables" / "extra.data").unlink()
+    verify_artifacts(directory, manifest, only=only)
+    # A subdirectory linked out is refused before it is walked, listed files or not.
+    (tmp_path / "assets").mkdir()
+    (directory / "saved_model" / "assets").symlink_to(tmp_path / "assets")
+    with pytest.raises(ValueError, match=r"saved_model/assets in .* through a symlink, outside"):
+        verify_artifacts(directory, manifest, only=only)
+    (directory / "saved_model" / "assets").unlink()
+    shutil.move(directory / "saved_model" / "variables", tmp_path / "variables")
+    (directory / "saved_model" / "variables").symlink_to(tmp_path / "variables")
+    with pytest.raises(ValueError, match=r"saved_model/variables/\S+ in .* through a symlink"):
+        verify_artifacts(directory, manifest, only=only)
+
+
+def test_the_service_refuses_the_version_with_its_reason_and_serves_the_previous(tmp_path):
+    _copy_version(tmp_path, 3)
+    BREAKAGES["missing ONNX entry"][0](_copy_version(tmp_path, 4))
+    with TestClient(create_app(Settings(models_dir=tmp_path))) as client:
+        wait_ready(client)
+        (group,) = client.get("/models").json()["models"]
+        versions = {row["version"]: row for row in group["versions"]}
+        assert versions[3]["state"] == "serving"
+        assert versions[4]["state"] == "failed"
+        assert "model.onnx in" in versions[4]["reason"]
+        assert "not listed in the files of its manifest.json" in versions[4]["reason"]

@@ -65,7 +65,7 @@ def test_a_large_jpeg_is_still_decoded_at_reduced_size_with_its_orientation():
     Image.new("RGB", (3000, 2000), "white").save(buffer, "JPEG", exif=exif.tobytes())
     image = Image.open(io.BytesIO(buffer.getvalue()))
     reduced = reduce_for_digit(image)
-    assert image.mode == "RGB" and max(reduced.size) <= 320
+    assert image.mode == "L" and max(reduced.size) <= 320  # only the luma is decoded
     assert reduced.size[1] > reduced.size[0]  # turned upright: now portrait
     assert image.decoderconfig or image.size != (3000, 2000)  # JPEG draft mode was used
 
@@ -76,6 +76,21 @@ def test_a_multi_page_tiff_is_read_from_its_first_page(client, mnist):
     blank = Image.new("L", photo.size, 255)
     photo.save(buffer, "TIFF", save_all=True, append_images=[blank, blank])
     response = _post(client, buffer.getvalue(), "image/tiff")
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"][0]["digit"] == mnist.test_labels[0]
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+def test_a_large_webp_is_read_upright_through_opencv(client, mnist, mode):
+    """Pillow cannot decode WebP at reduced size (and holds the GIL throughout): large ones go
+    through OpenCV, their EXIF orientation still applied."""
+    digit = 255 - np.kron(mnist.test_images[0], np.ones((60, 60), np.uint8))  # 1680x1680
+    photo = Image.fromarray(digit).convert(mode).transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned: turn it back
+    buffer = io.BytesIO()
+    photo.save(buffer, "WEBP", quality=90, exif=exif.tobytes())
+    response = _post(client, buffer.getvalue(), "image/webp")
     assert response.status_code == 200, response.text
     assert response.json()["predictions"][0]["digit"] == mnist.test_labels[0]
 

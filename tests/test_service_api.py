@@ -205,7 +205,7 @@ def _bomb_png(width=30000, height=30000) -> bytes:
                 headers={"content-type": "application/json"},
             ),
             400,
-            "contains NaN",
+            "NaN and Infinity are not JSON",
         ),
         (dict(json={"pixels": [[[300] * 28] * 28]}), 400, "values must lie in 0..255"),
         (dict(json={"pixels": [[[-1] * 28] * 28]}), 400, "values must lie in 0..255"),

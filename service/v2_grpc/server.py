@@ -1,22 +1,36 @@
 """The Open Inference Protocol's gRPC service, on the same data plane and batchers as REST.
 
 `GrpcServer` runs a `grpc.aio` server in the app's event loop, started and stopped by the
-app's lifespan, on `MNIST_GRPC_PORT` (0: off). Protocol errors map to INVALID_ARGUMENT,
-NOT_FOUND and UNAVAILABLE with the messages REST sends.
+app's lifespan, on `MNIST_GRPC_PORT` (0: off). Every `ServiceError` maps to the gRPC status of
+its HTTP status (INVALID_ARGUMENT, RESOURCE_EXHAUSTED, NOT_FOUND, UNAVAILABLE, ...) with the
+message REST sends; anything else is a bug: INTERNAL with a generic message, the details logged.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import math
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
 import numpy as np
 
 from service.dataplane import DataPlane
-from service.errors import BadRequest, GatewayTimeout, NotFound, NotReady, ServiceError
+from service.errors import (
+    BackendUnavailable,
+    BadRequest,
+    ClientClosedRequest,
+    Conflict,
+    Forbidden,
+    GatewayTimeout,
+    NotFound,
+    NotReady,
+    PayloadTooLarge,
+    ServiceError,
+    Unauthorized,
+)
 from service.v2_grpc import grpc_predict_v2_pb2 as pb
 from service.v2_grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 from service.v2_tensors import (
@@ -32,7 +46,43 @@ from service.v2_tensors import (
 
 logger = logging.getLogger(__name__)
 
-# Typed contents fields of InferTensorContents, by protocol datatype.
+# -- server limits (channel arguments of grpc.aio.server) -------------------------------------
+# A connection without any RPC for 5 minutes is closed (GOAWAY): idle clients cannot pin
+# sockets and their memory forever; a client's channel reconnects by itself on its next call.
+MAX_CONNECTION_IDLE_MS = 5 * 60 * 1000
+# RPCs one connection may have open at once (HTTP/2 streams); more wait on the client's side.
+MAX_CONCURRENT_STREAMS = 100
+# RPCs the whole server runs at once, all connections together: each may hold a message of up
+# to the upload limit (16 MiB by default), so this bounds their memory (~2 GiB). Beyond it gRPC
+# answers RESOURCE_EXHAUSTED at once, before reading the request; the data plane's own queue
+# bound (MNIST_MAX_QUEUED_IMAGES: UNAVAILABLE) usually sheds long before.
+MAX_CONCURRENT_RPCS = 128
+# Messages may be as large as the REST body limit (MNIST_MAX_UPLOAD_BYTES) plus the protobuf
+# framing around the data (tensor names, shapes, parameters); larger: RESOURCE_EXHAUSTED.
+MESSAGE_OVERHEAD_BYTES = 64 * 1024
+# Keepalive: the server pings a connection with RPCs in flight after 1 minute of silence and
+# drops it when the ping is not answered within 20 s (a vanished client frees its RPC slots).
+KEEPALIVE_TIME_MS = 60 * 1000
+KEEPALIVE_TIMEOUT_MS = 20 * 1000
+# Clients may ping at most every 30 s, and only while they have RPCs in flight (an idle
+# connection is closed by MAX_CONNECTION_IDLE_MS, not kept open by pings); after
+# MAX_PING_STRIKES pings outside these terms the connection gets GOAWAY "too_many_pings".
+MIN_CLIENT_PING_INTERVAL_MS = 30 * 1000
+PERMIT_KEEPALIVE_WITHOUT_CALLS = 0
+MAX_PING_STRIKES = 2
+
+# -- tensor bounds checked before numpy sees a shape --------------------------------------------
+# The inputs have 1 or 3 dimensions; numpy refuses more than 64, and shapes whose size
+# overflows. Sizes are checked exactly (Python integers) against the data sent.
+MAX_RANK = 8
+MAX_ELEMENTS = 2**31 - 1
+
+# The REST-only extension of the protocol (binary data after a JSON header); gRPC's tensors
+# are binary by nature, and the extension does not apply to them.
+REST_ONLY_EXTENSIONS = frozenset({"binary_tensor_data"})
+INTERNAL_MESSAGE = "internal error (logged); retry, and report it if it persists."
+
+# Typed contents fields of InferTensorContents, by protocol datatype (FP16 has none).
 _CONTENTS_FIELD = {
     "BOOL": "bool_contents",
     "INT8": "int_contents",
@@ -47,78 +97,171 @@ _CONTENTS_FIELD = {
     "FP64": "fp64_contents",
     "BYTES": "bytes_contents",
 }
+# gRPC status of each HTTP status of the error hierarchy (any 4xx not listed: INVALID_ARGUMENT,
+# any other status: INTERNAL). BadRequest, NoDigit and UnsupportedMediaType are the client's
+# input (INVALID_ARGUMENT by the default); NotReady and Overloaded share 503.
 _STATUS = {
-    BadRequest.status_code: grpc.StatusCode.INVALID_ARGUMENT,
+    PayloadTooLarge.status_code: grpc.StatusCode.RESOURCE_EXHAUSTED,
     NotFound.status_code: grpc.StatusCode.NOT_FOUND,
+    Unauthorized.status_code: grpc.StatusCode.UNAUTHENTICATED,
+    Forbidden.status_code: grpc.StatusCode.PERMISSION_DENIED,
+    Conflict.status_code: grpc.StatusCode.FAILED_PRECONDITION,
+    ClientClosedRequest.status_code: grpc.StatusCode.CANCELLED,
     NotReady.status_code: grpc.StatusCode.UNAVAILABLE,
-    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    422: grpc.StatusCode.INVALID_ARGUMENT,
     GatewayTimeout.status_code: grpc.StatusCode.DEADLINE_EXCEEDED,
+    BackendUnavailable.status_code: grpc.StatusCode.UNIMPLEMENTED,
 }
+
+
+def grpc_status(error: ServiceError) -> grpc.StatusCode:
+    """The gRPC status for a ServiceError, by its HTTP status."""
+    code = _STATUS.get(error.status_code)
+    if code is not None:
+        return code
+    if 400 <= error.status_code < 500:
+        return grpc.StatusCode.INVALID_ARGUMENT
+    return grpc.StatusCode.INTERNAL
+
+
+def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    """grpc.aio.server's channel arguments (see the constants above)."""
+    message_limit = max_message_bytes + MESSAGE_OVERHEAD_BYTES
+    return [
+        ("grpc.max_receive_message_length", message_limit),
+        ("grpc.max_send_message_length", message_limit),
+        ("grpc.max_connection_idle_ms", MAX_CONNECTION_IDLE_MS),
+        ("grpc.max_concurrent_streams", MAX_CONCURRENT_STREAMS),
+        ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        ("grpc.keepalive_permit_without_calls", PERMIT_KEEPALIVE_WITHOUT_CALLS),
+        ("grpc.http2.min_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_MS),
+        ("grpc.http2.max_ping_strikes", MAX_PING_STRIKES),
+    ]
+
+
+class _Undecodable:
+    """Stands for a request whose bytes do not parse as the method's protobuf message."""
+
+    message = (
+        "the request does not parse as this method's protobuf message; build it from the "
+        "protocol's grpc_predict_v2.proto."
+    )
+
+
+@functools.cache
+def _lenient(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:  # DecodeError, or whatever else the client's bytes cause
+            return _Undecodable()
+
+    return deserialize
+
+
+class _LenientRequests(grpc.aio.ServerInterceptor):
+    """Hands a request that does not parse to its handler (which answers INVALID_ARGUMENT),
+    instead of gRPC's own UNKNOWN with the parser's exception text."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        return handler._replace(request_deserializer=_lenient(handler.request_deserializer))
+
+
+_Handler = Callable[[Any, Any, Any], Awaitable[Any]]
+
+
+def _with_status(handler: _Handler) -> _Handler:
+    """A ServiceError becomes its gRPC status with its message; any other exception INTERNAL
+    with a generic message (the details go to the log, not to the client)."""
+
+    @functools.wraps(handler)
+    async def guarded(self: Any, request: Any, context: Any) -> Any:
+        try:
+            if isinstance(request, _Undecodable):
+                raise BadRequest(request.message)
+            return await handler(self, request, context)
+        except grpc.aio.AbortError:
+            raise
+        except ServiceError as error:
+            await context.abort(grpc_status(error), error.message, _trailing_metadata(error))
+        except Exception:
+            logger.exception("unhandled error in gRPC %s", handler.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+
+    return guarded
+
+
+def _trailing_metadata(error: ServiceError) -> tuple[tuple[str, str], ...]:
+    """Retry-After (Overloaded) as trailing metadata, for clients that honour it."""
+    retry_after = (error.headers or {}).get("Retry-After")
+    return (("retry-after", retry_after),) if retry_after else ()
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, dataplane: DataPlane) -> None:
         self._dataplane = dataplane
 
+    @_with_status
     async def ServerLive(self, request: Any, context: Any) -> Any:  # noqa: N802 (protocol names)
         return pb.ServerLiveResponse(live=True)
 
+    @_with_status
     async def ServerReady(self, request: Any, context: Any) -> Any:  # noqa: N802
         return pb.ServerReadyResponse(ready=self._dataplane.ready())
 
+    @_with_status
     async def ModelReady(self, request: Any, context: Any) -> Any:  # noqa: N802
-        async with _status_on_error(context):
-            ready = self._dataplane.model_ready(request.name, parse_version(request.version))
-            return pb.ModelReadyResponse(ready=ready)
+        ready = self._dataplane.model_ready(request.name, parse_version(request.version))
+        return pb.ModelReadyResponse(ready=ready)
 
+    @_with_status
     async def ServerMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return pb.ServerMetadataResponse(**self._dataplane.server_metadata())
+        metadata = self._dataplane.server_metadata()
+        extensions = [e for e in metadata["extensions"] if e not in REST_ONLY_EXTENSIONS]
+        return pb.ServerMetadataResponse(**(metadata | {"extensions": extensions}))
 
+    @_with_status
     async def ModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
-        async with _status_on_error(context):
-            metadata = self._dataplane.model_metadata(request.name, parse_version(request.version))
-            tensors = {
-                key: [pb.ModelMetadataResponse.TensorMetadata(**t) for t in metadata[key]]
-                for key in ("inputs", "outputs")
-            }
-            return pb.ModelMetadataResponse(
-                name=metadata["name"],
-                versions=metadata["versions"],
-                platform=metadata["platform"],
-                **tensors,
-            )
+        metadata = self._dataplane.model_metadata(request.name, parse_version(request.version))
+        tensors = {
+            key: [pb.ModelMetadataResponse.TensorMetadata(**t) for t in metadata[key]]
+            for key in ("inputs", "outputs")
+        }
+        return pb.ModelMetadataResponse(
+            name=metadata["name"],
+            versions=metadata["versions"],
+            platform=metadata["platform"],
+            **tensors,
+        )
 
+    @_with_status
     async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
-        async with _status_on_error(context):
-            async with self._dataplane.request(request.model_name):
-                inputs = _input_tensors(request)
-                requested = [output.name for output in request.outputs]
-                result, outputs = await infer(
-                    self._dataplane,
-                    request.model_name,
-                    parse_version(request.model_version),
-                    inputs,
-                    requested,
-                )
-            response = pb.ModelInferResponse(
-                model_name=request.model_name, model_version=str(result.version), id=request.id
+        async with self._dataplane.request(request.model_name):
+            inputs = _input_tensors(request)
+            requested = [output.name for output in request.outputs]
+            result, outputs = await infer(
+                self._dataplane,
+                request.model_name,
+                parse_version(request.model_version),
+                inputs,
+                requested,
             )
-            for key, value in request.parameters.items():
-                response.parameters[key].CopyFrom(value)
-            for tensor in outputs:
-                response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
-                response.raw_output_contents.append(raw_bytes(tensor))
-            return response
-
-
-@asynccontextmanager
-async def _status_on_error(context: Any) -> AsyncIterator[None]:
-    """Maps a ServiceError to the gRPC status the protocol asks for, with the same message."""
-    try:
-        yield
-    except ServiceError as error:
-        await context.abort(_STATUS.get(error.status_code, grpc.StatusCode.INTERNAL), error.message)
+        response = pb.ModelInferResponse(
+            model_name=request.model_name, model_version=str(result.version), id=request.id
+        )
+        for key, value in request.parameters.items():
+            response.parameters[key].CopyFrom(value)
+        for tensor in outputs:
+            response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+            response.raw_output_contents.append(raw_bytes(tensor))
+        return response
 
 
 def _input_tensors(request: Any) -> list[Tensor]:
@@ -128,32 +271,89 @@ def _input_tensors(request: Any) -> list[Tensor]:
             f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs: send one per input "
             "or none."
         )
-    tensors = []
-    for index, item in enumerate(request.inputs):
-        shape, datatype = list(item.shape), item.datatype
-        check_datatype(item.name, datatype)
-        if raw:
-            data: np.ndarray | list[bytes] = (
-                split_bytes_elements(raw[index], item.name)
-                if datatype == "BYTES"
-                else array_from_bytes(raw[index], datatype, shape, item.name)
+    return [_input_tensor(item, raw[i] if raw else None) for i, item in enumerate(request.inputs)]
+
+
+def _input_tensor(item: Any, raw: bytes | None) -> Tensor:
+    name, shape, datatype = item.name, list(item.shape), item.datatype
+    check_datatype(name, datatype)
+    _check_shape(name, shape)
+    data: np.ndarray | list[bytes]
+    if raw is None:
+        data = _contents(item, datatype, shape)
+    elif item.HasField("contents"):
+        raise BadRequest(
+            f"input {name!r} has data both in contents and in raw_input_contents; send one."
+        )
+    elif datatype == "BYTES":
+        data = split_bytes_elements(raw, name, math.prod(shape))
+    else:
+        expected = math.prod(shape) * NUMPY_DATATYPES[datatype].itemsize
+        if len(raw) != expected:
+            raise BadRequest(
+                f"input {name!r}: {len(raw)} bytes of data, but {datatype} {shape} needs "
+                f"{expected}."
             )
-        else:
-            values = list(getattr(item.contents, _CONTENTS_FIELD.get(datatype, "bytes_contents")))
-            data = values if datatype == "BYTES" else np.asarray(values, NUMPY_DATATYPES[datatype])
-        tensors.append(Tensor(item.name, datatype, shape, data))
-    return tensors
+        data = array_from_bytes(raw, datatype, shape, name)
+    return Tensor(name, datatype, shape, data)
+
+
+def _check_shape(name: str, shape: Sequence[int]) -> None:
+    """A shape numpy can hold, that says how many elements are sent (exact integers here:
+    numpy's products wrap around)."""
+    if any(d < 0 for d in shape):
+        raise BadRequest(
+            f"input {name!r}: shape {list(shape)} has a negative dimension; send the actual "
+            "size of each, e.g. [N, 28, 28] for N images."
+        )
+    if len(shape) > MAX_RANK or math.prod(max(d, 1) for d in shape) > MAX_ELEMENTS:
+        raise BadRequest(
+            f"input {name!r}: shape {list(shape)} is far beyond any tensor this service takes; "
+            "send [N, 28, 28] (image) or [N] (image_bytes), N the number of images."
+        )
+    if shape and shape[0] and not math.prod(shape):
+        raise BadRequest(
+            f"input {name!r}: shape {list(shape)} holds no element for its {shape[0]} images; "
+            "send [N, 28, 28] (image) or [N] (image_bytes)."
+        )
+
+
+def _contents(item: Any, datatype: str, shape: Sequence[int]) -> np.ndarray | list[bytes]:
+    """The data of `item.contents`' typed field for `datatype`, counted against `shape`."""
+    field = _CONTENTS_FIELD.get(datatype)
+    if field is None:
+        raise BadRequest(
+            f"input {item.name!r}: {datatype} has no contents field in the protocol; send its "
+            "data in raw_input_contents."
+        )
+    values = list(getattr(item.contents, field))
+    if len(values) != math.prod(shape):
+        raise BadRequest(
+            f"input {item.name!r}: shape {list(shape)} holds {math.prod(shape)} elements, but "
+            f"{len(values)} were sent in contents.{field} (the field of {datatype})."
+        )
+    if datatype == "BYTES":
+        return values
+    dtype = NUMPY_DATATYPES[datatype]
+    try:
+        return np.asarray(values, dtype)
+    except OverflowError:
+        info = np.iinfo(dtype)
+        raise BadRequest(
+            f"input {item.name!r}: a value in contents.{field} is outside {datatype}'s range "
+            f"{info.min}..{info.max}."
+        ) from None
 
 
 class GrpcServer:
     """The gRPC front door's lifetime: `start()` in the app's lifespan, `stop()` at its end."""
 
     def __init__(self, dataplane: DataPlane, host: str, port: int, max_message_bytes: int) -> None:
-        options = [
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-        ]
-        self._server = grpc.aio.server(options=options)
+        self._server = grpc.aio.server(
+            interceptors=[_LenientRequests()],
+            options=server_options(max_message_bytes),
+            maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
+        )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(
             InferenceServicer(dataplane), self._server
         )
