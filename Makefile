@@ -60,6 +60,9 @@ bench: $(VENV)/.dev-installed $(RAY_VENV)/.installed
 	$(BIN)/python benchmarks/http_load.py || status=1; \
 	$(BIN)/python benchmarks/overload.py || status=1; \
 	$(BIN)/python benchmarks/soak.py || status=1; \
+	$(BIN)/python benchmarks/hostile.py || status=1; \
+	$(BIN)/python benchmarks/preprocessing_cost.py || status=1; \
+	$(BIN)/python benchmarks/realworld_accuracy.py || status=1; \
 	$(BIN)/python benchmarks/ray_scaling.py --ray-venv $(RAY_VENV) || status=1; \
 	exit $$status
 

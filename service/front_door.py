@@ -6,7 +6,7 @@
 - It serves `POST /predict` itself, with the same handler as the documented FastAPI route
   (`service.routes.predict`) and the same error bodies, but without the router's matching,
   dependency solving and exception middlewares, a large share of the event loop's time per
-  request under py-spy (the README has the figures). Every other path goes through FastAPI.
+  request under py-spy (docs/performance-log.md has the figures). Every other path goes through FastAPI.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def _variant(scope: Scope) -> str | None:
 async def _shed(send: Send, error: Overloaded) -> None:
     """The 503, written straight to the ASGI connection: under a retry storm every
     microsecond a shed request costs is taken from the requests being served, and a starlette
-    Request and Response made each shed half as dear again (README)."""
+    Request and Response made each shed half as dear again (docs/performance-log.md)."""
     body = orjson.dumps({"error": error.message})
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
     headers += [(k.lower().encode(), v.encode()) for k, v in (error.headers or {}).items()]

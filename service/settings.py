@@ -1,7 +1,7 @@
 """The service's settings: one class, every field documented, read from MNIST_* variables.
 
-The README's environment-variable table is generated from this class (`python -m service
---print-env-table`), and a test checks that the table in the README matches it.
+docs/configuration.md's environment-variable table is generated from this class (`python -m
+service --print-env-table`), and a test checks that the table there matches it.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class Settings(BaseSettings):
         ge=1,
         le=1024,
         description="Largest merged inference batch; 1 turns micro-batching off. On a CPU an "
-        "image costs least in batches of about 8 (README); raise it for a GPU.",
+        "image costs least in batches of about 8 (docs/benchmarks.md); raise it for a GPU.",
     )
     max_batch_wait_ms: float = Field(
         0.0,

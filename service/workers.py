@@ -27,7 +27,7 @@ SIBLINGS_QUIET_S = 0.01
 def available_cpus() -> int:
     """CPUs this process may use: its CPU affinity, capped by the cgroup v2 quota (what
     `docker run --cpus` and Kubernetes CPU limits set), at least 1. One worker per CPU is the
-    default: on a 2-core machine two workers served more requests than one (README)."""
+    default: on a 2-core machine two workers served more requests than one (docs/performance-log.md)."""
     cpus = len(os.sched_getaffinity(0))
     try:
         quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()

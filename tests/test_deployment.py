@@ -91,9 +91,9 @@ def _wait_ready(base: str, process: subprocess.Popen, timeout_s: float = 60) -> 
     raise AssertionError("server did not become ready")
 
 
-def test_readme_env_table_matches_settings():
-    readme = (REPO_ROOT / "README.md").read_text()
-    assert env_table() in readme, "regenerate with: python -m service --print-env-table"
+def test_configuration_env_table_matches_settings():
+    configuration = (REPO_ROOT / "docs" / "configuration.md").read_text()
+    assert env_table() in configuration, "regenerate with: python -m service --print-env-table"
 
 
 def test_compose_api_uses_the_serve_target_and_settings_variables():

@@ -46,9 +46,9 @@ def test_compose_workers_do_not_depend_on_limits_the_v1_client_ignores():
 
 
 def test_the_scale_out_command_s_port_ranges_do_not_overlap():
-    readme = (REPO_ROOT / "README.md").read_text()
+    deployment = (REPO_ROOT / "docs" / "deployment.md").read_text()
     http, grpc = re.search(
-        r"MNIST_PUBLISH_PORTS=(\d+-\d+) MNIST_PUBLISH_GRPC_PORTS=(\d+-\d+)", readme
+        r"MNIST_PUBLISH_PORTS=(\d+-\d+) MNIST_PUBLISH_GRPC_PORTS=(\d+-\d+)", deployment
     ).groups()
     ranges = [range(int(a), int(b) + 1) for a, b in (r.split("-") for r in (http, grpc))]
     assert not set(ranges[0]) & set(ranges[1])
