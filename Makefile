@@ -68,10 +68,10 @@ bench: $(VENV)/.dev-installed $(RAY_VENV)/.installed
 
 # The Open Inference Protocol's gRPC stubs, committed; a test checks they match the .proto.
 grpc-stubs: $(VENV)/.dev-installed
-	$(BIN)/python -m grpc_tools.protoc -I service/v2_grpc --python_out=service/v2_grpc \
-		--grpc_python_out=service/v2_grpc service/v2_grpc/grpc_predict_v2.proto
-	sed -i 's/^import grpc_predict_v2_pb2/from service.v2_grpc import grpc_predict_v2_pb2/' \
-		service/v2_grpc/grpc_predict_v2_pb2_grpc.py
+	$(BIN)/python -m grpc_tools.protoc -I service/grpc --python_out=service/grpc \
+		--grpc_python_out=service/grpc service/grpc/grpc_predict_v2.proto
+	sed -i 's/^import grpc_predict_v2_pb2/from service.grpc import grpc_predict_v2_pb2/' \
+		service/grpc/grpc_predict_v2_pb2_grpc.py
 
 clean:
 	rm -rf $(VENV) $(RAY_VENV) .pytest_cache .ruff_cache .lint

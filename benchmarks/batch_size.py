@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from mnist_shared.manifest import Manifest, latest_version  # noqa: E402
-from service.backends import OnnxBackend  # noqa: E402
+from service.runtime.backends import OnnxBackend  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
 SIZES = (1, 2, 4, 8, 16, 32, 64)

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.harness import free_port, sample_png, wait_for, wrk_missing  # noqa: E402
-from service.workers import available_cpus  # noqa: E402
+from service.runtime.workers import available_cpus  # noqa: E402
 
 WRK_SCRIPT = """
 wrk.method = "POST"
@@ -120,7 +120,7 @@ def grpc_body(png: bytes) -> bytes:
     from PIL import Image
 
     from mnist_shared.preprocessing import scale_pixels
-    from service.v2_grpc import grpc_predict_v2_pb2 as pb
+    from service.grpc import grpc_predict_v2_pb2 as pb
 
     pixels = scale_pixels(np.asarray(Image.open(io.BytesIO(png))))
     request = pb.ModelInferRequest(model_name="group")

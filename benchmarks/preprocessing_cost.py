@@ -2,7 +2,7 @@
 
     python benchmarks/preprocessing_cost.py [--rounds 15]
 
-Times `service.decoding.decode_image` (what `/predict` runs per picture: header checks,
+Times `service.dataplane.decoding.decode_image` (what `/predict` runs per picture: header checks,
 decoding at reduced size, `mnist_shared.preprocessing.to_mnist_digit`) on generated pictures,
 best of `--rounds` rounds. Targets: a 1000x1000 JPEG photo <= 15 ms (also when the digit is
 cropped tight, which reads the picture twice); a 4000x4000 JPEG photo no more than 15 ms above
@@ -24,7 +24,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageOps
 
-from service.decoding import Limits, decode_image
+from service.dataplane.decoding import Limits, decode_image
 from training.photo_scene import Scene, compose
 
 LIMITS = Limits(max_images=1, max_image_pixels=64_000_000)

@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
-from service.http_limits import bounded_protocol, connection_limit
+from service.rest.http_limits import bounded_protocol, connection_limit
+from service.runtime.workers import available_cpus
 from service.settings import Settings, env_table
-from service.workers import available_cpus
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -25,24 +25,20 @@ from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from service.dataplane import DataPlane
+from service.dataplane.dataplane import DataPlane
 from service.draining import Arrivals, drain_on_sigterm
-from service.errors import (
-    JSONLineResponse,
-    ServiceError,
-    error_response,
-    internal_error_response,
-)
-from service.front_door import FrontDoor
+from service.errors import ServiceError
 from service.loop_lag import watch_loop_lag
 from service.metrics import MULTIPROCESS_DIR, Metrics
-from service.pages import SecurityHeaders, add_pages
-from service.registry import ModelRegistry
-from service.routes import router
+from service.repository.registry import ModelRegistry
+from service.rest.front_door import FrontDoor
+from service.rest.pages import SecurityHeaders, add_pages
+from service.rest.responses import JSONLineResponse, error_response, internal_error_response
+from service.rest.routes import router
+from service.rest.v2 import router as v2_router
+from service.rest.v2_repository import router as v2_repository_router
+from service.runtime.workers import InFlight, InFlightBoard
 from service.settings import Settings
-from service.v2_repository import router as v2_repository_router
-from service.v2_rest import router as v2_router
-from service.workers import InFlight, InFlightBoard
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +127,7 @@ async def _start_grpc(dataplane: DataPlane, settings: Settings) -> Any:
     """The gRPC front door on MNIST_GRPC_PORT, unless that is 0."""
     if not settings.grpc_port:
         return None
-    from service.v2_grpc.server import GrpcServer
+    from service.grpc.server import GrpcServer
 
     server = GrpcServer(dataplane, settings.host, settings.grpc_port, settings.max_upload_bytes)
     await server.start()

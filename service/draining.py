@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
-from service.dataplane import DataPlane
+from service.dataplane.dataplane import DataPlane
 
 logger = logging.getLogger(__name__)
 

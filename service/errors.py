@@ -1,11 +1,8 @@
-"""The service's error hierarchy, and the `{"error": ...}` JSON answer each maps to (used by the
-app's exception handlers and by the front door alike)."""
+"""The service's error hierarchy, independent of the wire: each error's `status_code` is its
+HTTP status (`service.rest.responses` writes the `{"error": ...}` answer, `service.grpc.server`
+maps the status to a gRPC code) and its message tells the client what to do."""
 
 from __future__ import annotations
-
-from typing import Any
-
-from starlette.responses import JSONResponse
 
 
 class ServiceError(Exception):
@@ -105,23 +102,3 @@ class InferenceFailed(ServiceError):
     """The model failed on a batch; every request of that batch gets this error."""
 
     status_code = 500
-
-
-class JSONLineResponse(JSONResponse):
-    """JSON with a final newline, so that curl's output does not run into the shell's prompt."""
-
-    def render(self, content: Any) -> bytes:
-        return super().render(content) + b"\n"
-
-
-def error_response(error: ServiceError) -> JSONResponse:
-    return JSONLineResponse(
-        {"error": error.message}, status_code=error.status_code, headers=error.headers
-    )
-
-
-def internal_error_response() -> JSONResponse:
-    """A bug's answer: the details go to the log, not to the client."""
-    return JSONLineResponse(
-        {"error": "internal error (logged); retry, and report it if it persists."}, status_code=500
-    )

@@ -12,9 +12,9 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from service.backends import BACKENDS
-from service.version_policy import VersionPolicy
-from service.workers import available_cpus
+from service.repository.version_policy import VersionPolicy
+from service.runtime.backends import BACKENDS
+from service.runtime.workers import available_cpus
 
 
 class Settings(BaseSettings):

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.pages import PAGE_CSP, STATIC_DIR
+from service.rest.pages import PAGE_CSP, STATIC_DIR
 from service.settings import Settings
 from tests.conftest import REPO_ROOT, wait_ready
 

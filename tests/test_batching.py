@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from service.batching import ALONE_MAX_IMAGES, MicroBatcher
 from service.errors import InferenceFailed
-from service.workers import InFlight, InFlightBoard
+from service.runtime.batching import ALONE_MAX_IMAGES, MicroBatcher
+from service.runtime.workers import InFlight, InFlightBoard
 
 
 def _run(coroutine):

@@ -61,7 +61,7 @@ def test_a_busy_grpc_port_says_how_to_move_or_turn_it_off():
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         code = (
-            "from service.v2_grpc.server import GrpcServer; "
+            "from service.grpc.server import GrpcServer; "
             f"GrpcServer(None, '127.0.0.1', {taken.getsockname()[1]}, 1024)"
         )
         result = subprocess.run(

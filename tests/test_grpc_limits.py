@@ -1,4 +1,4 @@
-"""gRPC's answers to odd inputs and its server limits (service/v2_grpc/server.py).
+"""gRPC's answers to odd inputs and its server limits (service/grpc/server.py).
 
 Odd inputs go to a real `python -m service` (the session's `server`) through tritonclient's
 protocol messages: a client input gets a client status (INVALID_ARGUMENT, RESOURCE_EXHAUSTED,
@@ -214,9 +214,9 @@ class _FakeDataPlane:
 async def checks_on_a_fake_server() -> dict[str, Any]:
     """Run in a subprocess: the answers of a GrpcServer allowed one RPC at a time and 300 ms
     of idle connection."""
-    from service.v2_grpc import grpc_predict_v2_pb2 as pb
-    from service.v2_grpc import grpc_predict_v2_pb2_grpc as pb_grpc
-    from service.v2_grpc import server as module
+    from service.grpc import grpc_predict_v2_pb2 as pb
+    from service.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
+    from service.grpc import server as module
 
     module.MAX_CONCURRENT_RPCS, module.MAX_CONNECTION_IDLE_MS = 1, 300
     grpc_server = module.GrpcServer(_FakeDataPlane(), "127.0.0.1", 0, 1024)  # type: ignore[arg-type]

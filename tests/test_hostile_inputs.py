@@ -22,10 +22,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from service import decode_work
 from service.app import create_app
-from service.decoding import Limits
-from service.image_structure import MAX_JPEG_SCANS, MAX_JPEG_SEGMENTS, MAX_PNG_CHUNKS
+from service.dataplane import decode_work
+from service.dataplane.decoding import Limits
+from service.dataplane.image_structure import MAX_JPEG_SCANS, MAX_JPEG_SEGMENTS, MAX_PNG_CHUNKS
 from service.settings import Settings
 from tests.conftest import REPO_ROOT, wait_ready
 
@@ -464,7 +464,7 @@ def test_a_timed_out_request_stops_using_cpu(tmp_path):
 
 
 def test_connections_are_bounded_by_the_descriptor_limit(monkeypatch):
-    from service import http_limits
+    from service.rest import http_limits
 
     monkeypatch.setattr(http_limits.resource, "getrlimit", lambda _: (1024, 4096))
     assert http_limits.connection_limit() == 1024 - http_limits.RESERVED_DESCRIPTORS

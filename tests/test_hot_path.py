@@ -15,8 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from service import decode_work
 from service.app import create_app
+from service.dataplane import decode_work
 from service.settings import Settings
 from tests.conftest import REPO_ROOT, wait_ready
 
@@ -91,7 +91,7 @@ def test_a_large_body_is_decoded_in_one_worker_thread(client, hops):
 def test_answers_match_the_documented_schemas(client, mnist):
     """The route writes JSON itself (orjson, no response-model pass): it must still be what
     the OpenAPI schema promises."""
-    from service import schemas
+    from service.rest import schemas
 
     body = {"pixels": [mnist.test_images[0].tolist()]}
     one = client.post("/predict", params={"return_input": "true"}, json=body).json()
@@ -132,9 +132,9 @@ def test_a_bug_behind_the_front_door_answers_500_json_and_is_logged(
     def broken(*args, **kwargs):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr("service.routes.scale_pixels", broken)
+    monkeypatch.setattr("service.rest.routes.scale_pixels", broken)
     digit = _png(mnist.test_images[0])
-    with caplog.at_level("ERROR", logger="service.front_door"):
+    with caplog.at_level("ERROR", logger="service.rest.front_door"):
         response = client.post("/predict", content=digit, headers={"content-type": "image/png"})
     assert response.status_code == 500
     assert response.json() == {

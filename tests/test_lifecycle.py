@@ -26,7 +26,7 @@ from PIL import Image
 
 from mnist_shared.preprocessing import scale_pixels
 from service.app import create_app
-from service.model_loading import LoadFailed, load_version, smoke_check
+from service.runtime.model_loading import LoadFailed, load_version, smoke_check
 from service.settings import Settings
 from tests.conftest import REPO_ROOT
 from tests.serving import Server

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 
 from mnist_shared.manifest import MANIFEST_NAME, Manifest, sha256_file, verify_artifacts
 from service.app import create_app
-from service.model_loading import LoadFailed, load_version
+from service.runtime.model_loading import LoadFailed, load_version
 from service.settings import Settings
 from tests.conftest import REPO_ROOT, wait_ready
 

@@ -19,10 +19,10 @@ import uvicorn
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from service.admission import Admission
 from service.app import create_app
+from service.dataplane.admission import Admission
 from service.errors import Overloaded
-from service.multipart import _PartCollector
+from service.rest.multipart import _PartCollector
 from service.settings import Settings
 from tests.conftest import REPO_ROOT, wait_ready
 from tests.serving import Server, free_port

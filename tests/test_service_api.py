@@ -311,9 +311,9 @@ def test_savedmodel_backend(client, mnist):
 
 
 def test_savedmodel_without_tensorflow_is_501(client, mnist, monkeypatch):
-    import service.backends
+    import service.runtime.backends
 
-    monkeypatch.setattr(service.backends, "tensorflow_available", lambda: False)
+    monkeypatch.setattr(service.runtime.backends, "tensorflow_available", lambda: False)
     response = _post_png(client, mnist.test_images[1], variant="layer", backend="savedmodel")
     assert response.status_code == 501
     assert (

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from mnist_shared.manifest import MANIFEST_NAME, Manifest, list_versions
-from service.model_loading import LoadFailed, load_version
+from service.runtime.model_loading import LoadFailed, load_version
 from tests.conftest import REPO_ROOT
 from training.export import share_like
 

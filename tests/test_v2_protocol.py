@@ -295,7 +295,7 @@ def test_binary_bytes_element_running_past_the_data(server):
 
 
 def test_committed_grpc_stubs_match_the_proto(tmp_path):
-    stubs = REPO_ROOT / "service" / "v2_grpc"
+    stubs = REPO_ROOT / "service" / "grpc"
     subprocess.run(
         [
             sys.executable,
@@ -313,6 +313,6 @@ def test_committed_grpc_stubs_match_the_proto(tmp_path):
     ).read_text(), "regenerate with `make grpc-stubs`"
     generated = (tmp_path / "grpc_predict_v2_pb2_grpc.py").read_text()
     generated = generated.replace(
-        "import grpc_predict_v2_pb2", "from service.v2_grpc import grpc_predict_v2_pb2"
+        "import grpc_predict_v2_pb2", "from service.grpc import grpc_predict_v2_pb2"
     )
     assert generated == (stubs / "grpc_predict_v2_pb2_grpc.py").read_text()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from service.repository.version_policy import VersionPolicy
 from service.settings import Settings
-from service.version_policy import VersionPolicy
 
 
 @pytest.mark.parametrize(

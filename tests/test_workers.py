@@ -1,5 +1,5 @@
 """Two uvicorn workers: one `/metrics` scrape, whichever worker answers it, counts every request;
-each publishes its requests in flight on the workers' board (`service.workers`)."""
+each publishes its requests in flight on the workers' board (`service.runtime.workers`)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from service.workers import BOARD_SLOTS, InFlight, InFlightBoard
+from service.runtime.workers import BOARD_SLOTS, InFlight, InFlightBoard
 from tests.conftest import REPO_ROOT
 from tests.test_deployment import _free_port
 
@@ -102,7 +102,7 @@ def test_siblings_are_quiet_only_with_nothing_in_flight_for_a_while(tmp_path, mo
             assert first.siblings_quiet()  # its own request does not count
             assert not second.siblings_quiet()
         assert not second.siblings_quiet()  # the first has only just answered
-        monkeypatch.setattr("service.workers.SIBLINGS_QUIET_S", 0.05)
+        monkeypatch.setattr("service.runtime.workers.SIBLINGS_QUIET_S", 0.05)
         time.sleep(0.06)
         assert second.siblings_quiet()
     finally:
@@ -117,7 +117,7 @@ def test_a_single_worker_has_no_siblings():
 
 
 def test_a_dead_workers_slot_is_taken_over_and_reset(tmp_path, monkeypatch):
-    monkeypatch.setattr("service.workers.SIBLINGS_QUIET_S", 0.0)
+    monkeypatch.setattr("service.runtime.workers.SIBLINGS_QUIET_S", 0.0)
     survivor, dead = InFlight(InFlightBoard(tmp_path)), InFlightBoard(tmp_path)
     dead.publish(3)  # died with three requests in flight: its lock goes, its count stays
     os.close(dead._lock_fd)
@@ -132,7 +132,7 @@ def test_a_dead_workers_slot_is_taken_over_and_reset(tmp_path, monkeypatch):
 
 
 def test_boards_take_distinct_slots_until_none_is_left(tmp_path, monkeypatch):
-    monkeypatch.setattr("service.workers.BOARD_SLOTS", 2)
+    monkeypatch.setattr("service.runtime.workers.BOARD_SLOTS", 2)
     boards = [InFlightBoard(tmp_path), InFlightBoard(tmp_path)]
     assert sorted(board.slot for board in boards) == [0, 1]
     with pytest.raises(RuntimeError, match="all 2 worker slots in .* are taken"):

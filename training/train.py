@@ -62,7 +62,10 @@ def _parser(defaults: TrainConfig) -> argparse.ArgumentParser:
     )
     p.add_argument("--variant", choices=(*VARIANTS, "all"), default="all", help="what to train")
     p.add_argument(
-        "--arch", choices=ARCHITECTURES, default=defaults.arch, help="network (see docs/training.md)"
+        "--arch",
+        choices=ARCHITECTURES,
+        default=defaults.arch,
+        help="network (docs/training.md)",
     )
     p.add_argument("--epochs", type=int, default=defaults.epochs, help="most epochs to run")
     p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per step")

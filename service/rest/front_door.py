@@ -4,9 +4,10 @@
   before anything is parsed or routed. Clients that retry at once would otherwise keep the event
   loop busy with shedding alone, and the requests being served would wait for it.
 - It serves `POST /predict` itself, with the same handler as the documented FastAPI route
-  (`service.routes.predict`) and the same error bodies, but without the router's matching,
+  (`service.rest.routes.predict`) and the same error bodies, but without the router's matching,
   dependency solving and exception middlewares, a large share of the event loop's time per
-  request under py-spy (docs/performance-log.md has the figures). Every other path goes through FastAPI.
+  request under py-spy (docs/performance-log.md has the figures). Every other path goes
+  through FastAPI.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.errors import Overloaded, ServiceError, error_response, internal_error_response
-from service.routes import predict, query_parameters
+from service.errors import Overloaded, ServiceError
+from service.rest.responses import error_response, internal_error_response
+from service.rest.routes import predict, query_parameters
 
 logger = logging.getLogger(__name__)
 

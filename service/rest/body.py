@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from fastapi import Request
 from starlette.requests import ClientDisconnect
 
-from service.decode_work import INLINE_BYTES, by_size, decode_files
-from service.decoding import (
+from service.dataplane.decode_work import INLINE_BYTES, by_size, decode_files
+from service.dataplane.decoding import (
     DecodedImages,
     HeaderCheck,
     ImagePayload,
@@ -25,7 +25,7 @@ from service.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from service.multipart import Part, parse_multipart
+from service.rest.multipart import Part, parse_multipart
 
 ACCEPTED_TYPES = (
     "multipart/form-data (parts named 'file'), image/png, image/jpeg, image/webp, image/heic, "

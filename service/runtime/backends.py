@@ -2,7 +2,7 @@
 
 A backend is a loaded model: `predict(float32 (N, 28, 28)) -> float32 (N, 10)`, thread-safe,
 called from the inference thread pool (or, for a lone small request, the event loop: see
-`service.batching`).
+`service.runtime.batching`).
 """
 
 from __future__ import annotations

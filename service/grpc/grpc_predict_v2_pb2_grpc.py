@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from service.v2_grpc import grpc_predict_v2_pb2 as grpc__predict__v2__pb2
+from service.grpc import grpc_predict_v2_pb2 as grpc__predict__v2__pb2
 
 GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__

@@ -17,7 +17,17 @@ from typing import Any
 import grpc
 import numpy as np
 
-from service.dataplane import DataPlane
+from service.dataplane.dataplane import DataPlane
+from service.dataplane.tensors import (
+    NUMPY_DATATYPES,
+    Tensor,
+    array_from_bytes,
+    check_datatype,
+    infer,
+    parse_version,
+    raw_bytes,
+    split_bytes_elements,
+)
 from service.errors import (
     BackendUnavailable,
     BadRequest,
@@ -31,18 +41,8 @@ from service.errors import (
     ServiceError,
     Unauthorized,
 )
-from service.v2_grpc import grpc_predict_v2_pb2 as pb
-from service.v2_grpc import grpc_predict_v2_pb2_grpc as pb_grpc
-from service.v2_tensors import (
-    NUMPY_DATATYPES,
-    Tensor,
-    array_from_bytes,
-    check_datatype,
-    infer,
-    parse_version,
-    raw_bytes,
-    split_bytes_elements,
-)
+from service.grpc import grpc_predict_v2_pb2 as pb
+from service.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 
 logger = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Depends, Request
 
 from service.errors import Forbidden, Unauthorized
-from service.routes import ERROR_RESPONSES, DataPlaneDep
-from service.v2_rest import ModelName
+from service.rest.routes import ERROR_RESPONSES, DataPlaneDep
+from service.rest.v2 import ModelName
 
 _SAME_SITE_FETCHES = ("same-origin", "none")  # Sec-Fetch-Site of the page itself, or typed URLs
 _CROSS_SITE = (

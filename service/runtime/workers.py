@@ -3,7 +3,8 @@
 `InFlight` counts the prediction requests a worker is handling. With several workers each also
 publishes its count on an `InFlightBoard`, a small file every worker maps, so that a worker can
 tell whether the whole service (not only itself) is idle: only then may a lone request spread
-its inference over the machine's cores (`service.batching`) without taking them from a sibling.
+its inference over the machine's cores (`service.runtime.batching`) without taking them from
+a sibling.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ SIBLINGS_QUIET_S = 0.01
 def available_cpus() -> int:
     """CPUs this process may use: its CPU affinity, capped by the cgroup v2 quota (what
     `docker run --cpus` and Kubernetes CPU limits set), at least 1. One worker per CPU is the
-    default: on a 2-core machine two workers served more requests than one (docs/performance-log.md)."""
+    default: on a 2-core machine two workers served more requests than one
+    (docs/performance-log.md)."""
     cpus = len(os.sched_getaffinity(0))
     try:
         quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()

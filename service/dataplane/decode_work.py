@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from threading import Event
 from typing import TypeVar
 
-from service.decoding import (
+from service.dataplane.decoding import (
     IMAGE_SIZE,
     DecodedImages,
     Limits,

@@ -20,13 +20,14 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import TypeAdapter, ValidationError
 
 from mnist_shared.preprocessing import scale_pixels
-from service import schemas
-from service.dataplane import ALL_VARIANTS, DataPlane, VariantResult
-from service.decoding import Limits
-from service.errors import BadRequest, JSONLineResponse
+from service.dataplane.dataplane import ALL_VARIANTS, DataPlane, VariantResult
+from service.dataplane.decoding import Limits
+from service.dataplane.tensors import parse_version
+from service.errors import BadRequest
 from service.metrics import Metrics
-from service.requests import decode_payload, dropped_on_disconnect, read_payload
-from service.v2_tensors import parse_version
+from service.rest import schemas
+from service.rest.body import decode_payload, dropped_on_disconnect, read_payload
+from service.rest.responses import JSONLineResponse
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": schemas.ErrorResponse, "description": text}

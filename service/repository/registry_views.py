@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_shared.manifest import list_versions
-from service.model_slots import VariantSlot
+from service.runtime.model_slots import VariantSlot
 from service.settings import Settings
 
 

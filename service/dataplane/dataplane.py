@@ -19,8 +19,7 @@ from typing import Any
 import numpy as np
 
 from mnist_shared.preprocessing import IMAGE_SIZE
-from service.admission import Admission
-from service.backends import BACKENDS
+from service.dataplane.admission import Admission
 from service.errors import (
     BadRequest,
     GatewayTimeout,
@@ -30,11 +29,12 @@ from service.errors import (
     ServiceError,
 )
 from service.metrics import Metrics
-from service.model_loading import LoadFailed
-from service.model_slots import LoadedModel
-from service.registry import ModelRegistry
+from service.repository.registry import ModelRegistry
+from service.runtime.backends import BACKENDS
+from service.runtime.model_loading import LoadFailed
+from service.runtime.model_slots import LoadedModel
+from service.runtime.workers import InFlight
 from service.settings import Settings
-from service.workers import InFlight
 
 SERVER_NAME = "mnist-normalization-serving"
 SERVER_VERSION = "1.0.0"

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from mnist_shared.manifest import MANIFEST_NAME, Manifest, check_paths
 from mnist_shared.preprocessing import IMAGE_SIZE
-from service.backends import Backend, OnnxBackend
+from service.runtime.backends import Backend, OnnxBackend
 
 # What a version's files looked like when it was tried: (path, size, mtime) of each file. A
 # failed version is retried only once this changes, so a broken export is reported once, not

@@ -35,8 +35,8 @@ from mnist_shared.preprocessing import (
     reduce_for_digit,
     to_mnist_digit,
 )
+from service.dataplane.image_structure import check_structure
 from service.errors import BadRequest, NoDigit, PayloadTooLarge
-from service.image_structure import check_structure
 
 if TYPE_CHECKING:
     from service.settings import Settings

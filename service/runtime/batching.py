@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.errors import InferenceFailed
-from service.workers import InFlight
+from service.runtime.workers import InFlight
 
 logger = logging.getLogger(__name__)
 

@@ -22,16 +22,16 @@ from typing import Any
 import numpy as np
 
 from mnist_shared.manifest import list_versions
-from service.backends import Backend, SavedModelBackend
-from service.batching import MicroBatcher
 from service.errors import Conflict, NotFound, NotReady
 from service.metrics import Metrics
-from service.model_loading import LoadFailed, fingerprint, load_version, smoke_check
-from service.model_slots import LoadedModel, VariantSlot, VersionFailure
-from service.registry_views import RegistryViews
+from service.repository.registry_views import RegistryViews
+from service.repository.version_policy import VersionPolicy
+from service.runtime.backends import Backend, SavedModelBackend
+from service.runtime.batching import MicroBatcher
+from service.runtime.model_loading import LoadFailed, fingerprint, load_version, smoke_check
+from service.runtime.model_slots import LoadedModel, VariantSlot, VersionFailure
+from service.runtime.workers import InFlight
 from service.settings import Settings
-from service.version_policy import VersionPolicy
-from service.workers import InFlight
 
 logger = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from mnist_shared.manifest import Manifest
-from service.backends import installed_backends
-from service.batching import MicroBatcher
-from service.model_loading import Fingerprint
+from service.runtime.backends import installed_backends
+from service.runtime.batching import MicroBatcher
+from service.runtime.model_loading import Fingerprint
 
 SERVING, LOADING, AVAILABLE, FAILED = "serving", "loading", "available", "failed"
 _RETIRE_POLL_S = 0.05

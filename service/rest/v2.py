@@ -17,11 +17,8 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field, ValidationError
 
-from service.decoding import Limits
-from service.errors import BadRequest, NotReady, PayloadTooLarge
-from service.requests import BodyLimit, dropped_on_disconnect, read_body
-from service.routes import ERROR_RESPONSES, DataPlaneDep
-from service.v2_tensors import (
+from service.dataplane.decoding import Limits
+from service.dataplane.tensors import (
     NUMPY_DATATYPES,
     Tensor,
     array_from_bytes,
@@ -34,6 +31,9 @@ from service.v2_tensors import (
     raw_bytes,
     split_bytes_elements,
 )
+from service.errors import BadRequest, NotReady, PayloadTooLarge
+from service.rest.body import BodyLimit, dropped_on_disconnect, read_body
+from service.rest.routes import ERROR_RESPONSES, DataPlaneDep
 
 HEADER_LENGTH = "inference-header-content-length"
 JSON_TENSORS_LIMIT = BodyLimit(

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from mnist_shared.preprocessing import IMAGE_SIZE, scale_pixels
-from service.dataplane import DataPlane, VariantResult
-from service.decode_work import decode_files
-from service.decoding import Limits, check_count
+from service.dataplane.dataplane import DataPlane, VariantResult
+from service.dataplane.decode_work import decode_files
+from service.dataplane.decoding import Limits, check_count
 from service.errors import BadRequest, PayloadTooLarge
 
 # Wire datatypes of the protocol with a fixed element size, little-endian.

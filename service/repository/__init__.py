@@ -1,0 +1,1 @@
+"""The model repository: versions on disk, the version policy, loading, swapping and unloading."""
