@@ -210,3 +210,26 @@ def run_wrk_mixed(
         "p99": fields["p99"] / 1000,
         "served_p99": fields["served_p99"] / 1000,
     }
+
+
+def settled_cpu(pid: int) -> float:
+    """The worker's CPU seconds once they stop growing (its threads have finished)."""
+    last = cpu_seconds(pid)
+    while True:
+        time.sleep(0.25)
+        now = cpu_seconds(pid)
+        if now - last < 0.01:
+            return now
+        last = now
+
+
+def progressive_jpeg(side: int, scans: int) -> bytes:
+    """A progressive JPEG with its last scan repeated up to `scans` scans (libjpeg walks
+    every block of the picture once per scan)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (side, side), 200).save(buffer, "JPEG", progressive=True)
+    data = buffer.getvalue()
+    last = data[[m.start() for m in re.finditer(rb"\xff\xda", data)][-1] : -2]
+    return data[:-2] + last * (scans - 6) + b"\xff\xd9"

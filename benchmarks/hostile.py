@@ -44,8 +44,10 @@ from benchmarks.harness import (  # noqa: E402
     cpu_seconds,
     free_port,
     multipart,
+    progressive_jpeg,
     rss_mb,
     sample_png,
+    settled_cpu,
     start_service,
     wrk_missing,
 )
@@ -76,16 +78,6 @@ local f = io.open(os.getenv("BODY_PATH"), "rb")
 wrk.method, wrk.body = "POST", f:read("*a")
 wrk.headers["Content-Type"] = "image/png"
 """
-
-
-def progressive_jpeg(side: int, scans: int) -> bytes:
-    """A progressive JPEG with its last scan repeated up to `scans` scans (libjpeg walks
-    every block of the picture once per scan)."""
-    buffer = io.BytesIO()
-    Image.new("L", (side, side), 200).save(buffer, "JPEG", progressive=True)
-    data = buffer.getvalue()
-    last = data[[m.start() for m in re.finditer(rb"\xff\xda", data)][-1] : -2]
-    return data[:-2] + last * (scans - 6) + b"\xff\xd9"
 
 
 def attacks() -> dict[str, tuple[list[Request], int, int]]:
@@ -134,17 +126,6 @@ def send(url: str, requests: list[Request]) -> list[int]:
             client.post(url + path, headers=headers, content=body).status_code
             for path, headers, body in requests
         ]
-
-
-def settled_cpu(pid: int) -> float:
-    """The worker's CPU seconds once they stop growing (its threads have finished)."""
-    last = cpu_seconds(pid)
-    while True:
-        time.sleep(0.25)
-        now = cpu_seconds(pid)
-        if now - last < 0.01:
-            return now
-        last = now
 
 
 def wrk(port: int, path: str, seconds: float, script: Path | None, body: Path) -> subprocess.Popen:

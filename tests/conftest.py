@@ -49,6 +49,22 @@ def server():
         running.stop()
 
 
+@pytest.fixture(scope="module")
+def answering_client():
+    """The app on the committed models, in process and ready, answering a server-side fault
+    with its 500 as a real client would see it (not raising it in the test): for the tests that
+    assert no input gets one."""
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    app = create_app(Settings(models_dir=REPO_ROOT / "models", model_poll_s=0))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        wait_ready(client)
+        yield client
+
+
 def wait_ready(client, timeout_s: float = 60) -> None:
     """Until an in-process app (a TestClient) answers /health/ready with 200."""
     deadline = time.monotonic() + timeout_s

@@ -1,4 +1,4 @@
-"""Property-based fuzzing of every request path: whatever a client sends to `/predict`, `/v2`
+"""Property-based fuzzing of every request path: whatever a answering_client sends to `/predict`, `/v2`
 REST or gRPC, the answer is never a 500 (gRPC: never UNKNOWN or INTERNAL), and an error says
 what went wrong. Hypothesis draws bodies, headers, query strings, tensor shapes and numbers,
 and mutates real pictures byte by byte (what breaks decoders)."""
@@ -13,14 +13,9 @@ from urllib.parse import quote
 import grpc
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-
-from service.app import create_app
-from service.settings import Settings
-from tests.conftest import REPO_ROOT, wait_ready
 
 FUZZ = settings(
     max_examples=150,
@@ -28,14 +23,6 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 DATATYPES = ["FP32", "FP16", "FP64", "INT8", "UINT8", "INT64", "BOOL", "BYTES"]
-
-
-@pytest.fixture(scope="module")
-def client():
-    app = create_app(Settings(models_dir=REPO_ROOT / "models", model_poll_s=0))
-    with TestClient(app, raise_server_exceptions=False) as test_client:
-        wait_ready(test_client)
-        yield test_client
 
 
 def _encoded(fmt: str, **options: Any) -> bytes:
@@ -137,16 +124,18 @@ queries = st.dictionaries(
 
 @FUZZ
 @given(body=predict_bodies, query=queries)
-def test_predict_never_answers_500(client, body, query):
+def test_predict_never_answers_500(answering_client, body, query):
     content_type, content = body
     headers = {"content-type": content_type} if content_type else {}
-    _assert_answered(client.post("/predict", params=query, content=content, headers=headers))
+    _assert_answered(
+        answering_client.post("/predict", params=query, content=content, headers=headers)
+    )
 
 
 # -- /v2 REST -----------------------------------------------------------------------------------
 
 
-# What an HTTP client can put in a header or a path at all (httpx refuses the rest itself).
+# What an HTTP answering_client can put in a header or a path at all (httpx refuses the rest itself).
 visible_text = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=8)
 shapes = st.lists(st.integers(-3, 2**63 - 1) | st.integers(0, 30), max_size=4)
 tensor_inputs = st.fixed_dictionaries(
@@ -184,12 +173,12 @@ inference_requests = st.fixed_dictionaries(
     path=st.sampled_from(["group/infer", "group/versions/3/infer", "nope/infer"])
     | visible_text.map(lambda version: f"group/versions/{quote(version, safe='')}/infer"),
 )
-def test_v2_infer_never_answers_500(client, document, binary, header_length, path):
+def test_v2_infer_never_answers_500(answering_client, document, binary, header_length, path):
     content = _json(document) + (binary or b"")
     headers = {"content-type": "application/json"}
     if header_length is not None:
         headers["inference-header-content-length"] = header_length
-    response = client.post(f"/v2/models/{path}", content=content, headers=headers)
+    response = answering_client.post(f"/v2/models/{path}", content=content, headers=headers)
     if response.status_code != 404 or "error" in response.text:
         _assert_answered(response)
 

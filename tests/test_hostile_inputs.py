@@ -4,58 +4,37 @@ keeps the event loop free and leaves no memory behind (gRPC: tests/test_grpc_lim
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import io
 import json
-import os
 import re
 import socket
 import threading
 import time
 import types
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
-from service.app import create_app
+from benchmarks.harness import cpu_seconds, progressive_jpeg, rss_mb, settled_cpu
 from service.dataplane import decode_work
 from service.dataplane.decoding import Limits
 from service.dataplane.image_structure import MAX_JPEG_SCANS, MAX_JPEG_SEGMENTS, MAX_PNG_CHUNKS
-from service.settings import Settings
-from tests.conftest import REPO_ROOT, wait_ready
+from tests.conftest import REPO_ROOT
 
 JSON = {"content-type": "application/json"}
 PNG = {"content-type": "image/png"}
 OCTETS = {"content-type": "application/octet-stream"}
 
 
-@pytest.fixture(scope="module")
-def client():
-    app = create_app(Settings(models_dir=REPO_ROOT / "models", model_poll_s=0))
-    with TestClient(app, raise_server_exceptions=False) as test_client:
-        wait_ready(test_client)
-        yield test_client
-
-
 def _png(width: int, height: int) -> bytes:
     buffer = io.BytesIO()
     Image.new("L", (width, height), 255).save(buffer, "PNG")
     return buffer.getvalue()
-
-
-def _many_scans(copies: int, side: int = 4000) -> bytes:
-    """A progressive JPEG (6 scans) with its last scan repeated `copies` times: 78 KB at
-    4000x4000 and 500 copies costs libjpeg 9 s of CPU."""
-    buffer = io.BytesIO()
-    Image.new("L", (side, side), 200).save(buffer, "JPEG", progressive=True)
-    data = buffer.getvalue()
-    last_scan = data[[m.start() for m in re.finditer(rb"\xff\xda", data)][-1] : -2]
-    return data[:-2] + last_scan * copies + b"\xff\xd9"
 
 
 def _many_segments(count: int) -> bytes:
@@ -217,9 +196,12 @@ CASES = {
         "binary tensor data extension",
     ),
     "a 300x3 picture": ("/predict", {"content": _png(300, 3), "headers": PNG}, 422, "no digit"),
-    f"a progressive JPEG of {MAX_JPEG_SCANS + 1} scans": (
+    f"a progressive JPEG of {MAX_JPEG_SCANS + 6} scans": (
         "/predict",
-        {"content": _many_scans(MAX_JPEG_SCANS), "headers": {"content-type": "image/jpeg"}},
+        {
+            "content": progressive_jpeg(4000, MAX_JPEG_SCANS + 6),
+            "headers": {"content-type": "image/jpeg"},
+        },
         400,
         f"more than {MAX_JPEG_SCANS} JPEG scans",
     ),
@@ -239,19 +221,19 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_hostile_input_gets_a_4xx_that_says_what_is_wrong(client, case):
+def test_hostile_input_gets_a_4xx_that_says_what_is_wrong(answering_client, case):
     path, request, status, words = CASES[case]
-    response = client.post(path, **request)
+    response = answering_client.post(path, **request)
     assert response.status_code == status, response.text
     assert words in response.json()["error"]
 
 
-def test_a_real_progressive_jpeg_and_a_phone_jpeg_still_read(client, mnist):
+def test_a_real_progressive_jpeg_and_a_phone_jpeg_still_read(answering_client, mnist):
     digit = Image.fromarray(255 - mnist.test_images[0]).resize((400, 400))
     for progressive in (False, True):
         buffer = io.BytesIO()
         digit.save(buffer, "JPEG", progressive=progressive, quality=90)
-        response = client.post("/predict", content=buffer.getvalue(), headers=PNG)
+        response = answering_client.post("/predict", content=buffer.getvalue(), headers=PNG)
         assert response.status_code == 200, response.text
         assert response.json()["predictions"][0]["digit"] == mnist.test_labels[0]
 
@@ -312,7 +294,7 @@ def test_a_cancelled_request_stops_its_thread_and_waits_for_it():
     assert steps
 
 
-def test_an_error_from_a_thread_leaves_no_reference_cycle(client):
+def test_an_error_from_a_thread_leaves_no_reference_cycle(answering_client):
     """A failed request's exception must not keep its body alive until a full collection."""
     body = json.dumps({"pixels": [[[300] * 28] * 28] * 64}).encode()
     body += b" " * (decode_work.INLINE_BYTES * 2 - len(body))  # parsed in a thread
@@ -320,10 +302,10 @@ def test_an_error_from_a_thread_leaves_no_reference_cycle(client):
     gc.disable()
     try:
         for _ in range(5):
-            assert client.post("/predict", content=body, headers=JSON).status_code == 400
+            assert answering_client.post("/predict", content=body, headers=JSON).status_code == 400
         gc.set_debug(gc.DEBUG_SAVEALL)
         gc.collect()
-        in_cycles = [  # the test client's own stream errors aside: the service's frames
+        in_cycles = [  # the test answering_client's own stream errors aside: the service's frames
             f"{o.f_code.co_filename}:{o.f_code.co_name}"
             for o in gc.garbage
             if isinstance(o, types.FrameType) and "/service/" in o.f_code.co_filename
@@ -367,13 +349,7 @@ def server_process_rss():
     running = Server(REPO_ROOT / "models", env={"MNIST_GRPC_PORT": "0"})
     try:
         running.wait_loaded()
-        status = Path(f"/proc/{running.process.pid}/status")
-
-        def rss_mb() -> float:
-            line = next(x for x in status.read_text().splitlines() if x.startswith("VmRSS"))
-            return int(line.split()[1]) / 1024
-
-        yield running.url, rss_mb
+        yield running.url, functools.partial(rss_mb, running.process.pid)
     finally:
         running.stop()
 
@@ -409,7 +385,7 @@ def _answer(port: int, sent: bytes) -> tuple[bytes, bytes]:
 
 
 def test_a_header_block_over_the_limit_gets_431_and_the_connection_closed(http_server):
-    # Unfinished, and only just over: a client still sending when the server closes gets a
+    # Unfinished, and only just over: a answering_client still sending when the server closes gets a
     # reset that may swallow the answer.
     header = b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000
     answer, after = _answer(http_server.port, header)
@@ -431,34 +407,22 @@ def test_keep_alive_requests_are_not_cut_by_the_header_timer(http_server):
         assert [http.get("/health/live").status_code for _ in range(3)] == [200] * 3
 
 
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-
-
 def test_a_timed_out_request_stops_using_cpu(tmp_path):
     """8 pictures that cost ~0.2 s of CPU each and a 0.3 s deadline: after the 504 the
     worker stops within one picture, not after all eight."""
     from tests.serving import Server
 
-    picture = _many_scans(MAX_JPEG_SCANS - 6, side=2400)  # the most scans allowed
+    picture = progressive_jpeg(2400, MAX_JPEG_SCANS)  # the most scans allowed
     files = [("file", (f"{i}.jpg", picture, "image/jpeg")) for i in range(8)]
     env = {"MNIST_GRPC_PORT": "0", "MNIST_REQUEST_TIMEOUT_S": "0.3"}
     running = Server(REPO_ROOT / "models", env=env)
     try:
         running.wait_loaded()
         pid = running.process.pid
-        before = _cpu_s(pid)
+        before = cpu_seconds(pid)
         response = httpx.post(f"{running.url}/predict", files=files, timeout=60)
         assert response.status_code == 504, response.text
-        settled = _cpu_s(pid)
-        while True:  # until the worker's CPU time stops growing
-            time.sleep(0.25)
-            now = _cpu_s(pid)
-            if now - settled < 0.01:
-                break
-            settled = now
-        assert settled - before < 0.3 + 0.6  # the deadline, one picture and the answer
+        assert settled_cpu(pid) - before < 0.3 + 0.6  # the deadline, one picture and the answer
     finally:
         running.stop()
 
@@ -475,11 +439,11 @@ def test_connections_are_bounded_by_the_descriptor_limit(monkeypatch):
     assert http_limits.connection_limit() is None
 
 
-def test_the_event_loop_lag_is_measured(client):
+def test_the_event_loop_lag_is_measured(answering_client):
     """`mnist_event_loop_lag_seconds` gains observations while the service runs."""
 
     def observations() -> float:
-        text = client.get("/metrics").text
+        text = answering_client.get("/metrics").text
         return float(re.search(r"mnist_event_loop_lag_seconds_count (\S+)", text).group(1))
 
     first = observations()
