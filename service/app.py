@@ -30,6 +30,7 @@ from service.draining import Arrivals, drain_on_sigterm
 from service.errors import ServiceError
 from service.loop_lag import watch_loop_lag
 from service.metrics import MULTIPROCESS_DIR, Metrics
+from service.repository.handlers import RepositoryHandlers
 from service.repository.registry import ModelRegistry
 from service.rest.front_door import FrontDoor
 from service.rest.pages import SecurityHeaders, add_pages
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
         registry = ModelRegistry(settings, metrics, executor, in_flight)
         app.state.registry = registry
         app.state.dataplane = DataPlane(settings, registry, metrics, in_flight)
+        app.state.repository = RepositoryHandlers(registry)
         loader = asyncio.create_task(registry.start()) if load_models else None
         if loader is not None:
             # Python's full garbage collections walk every object the process holds (the
@@ -99,18 +101,20 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.arrivals = Arrivals()  # counted by the front door, read by the SIGTERM drain
-    app.add_middleware(FrontDoor)
-    # Outermost last: a Host not in MNIST_ALLOWED_HOSTS gets 400 (DNS rebinding) before the
-    # front door; every answer, that 400 included, gets the security headers.
-    app.add_middleware(
-        TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts, www_redirect=False
-    )
-    app.add_middleware(SecurityHeaders)
     _add_error_handlers(app)
     app.include_router(router)
     app.include_router(v2_router)
     app.include_router(v2_repository_router)
     add_pages(app)
+    # Each middleware added goes outside the ones before. The front door reads which routes
+    # are inference from the routers' own routes. A Host not in MNIST_ALLOWED_HOSTS gets 400 (DNS
+    # rebinding) before the front door; every answer, that 400 included, gets the security
+    # headers.
+    app.add_middleware(FrontDoor, routes=[*router.routes, *v2_router.routes])
+    app.add_middleware(
+        TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts, www_redirect=False
+    )
+    app.add_middleware(SecurityHeaders)
     return app
 
 

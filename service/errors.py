@@ -1,6 +1,7 @@
-"""The service's error hierarchy, independent of the wire: each error's `status_code` is its
-HTTP status (`service.rest.responses` writes the `{"error": ...}` answer, `service.grpc.server`
-maps the status to a gRPC code) and its message tells the client what to do."""
+"""The service's error hierarchy, independent of the wire: each class is a kind of error, and
+its message tells the client what to do. `status_code` is the kind's HTTP status, the status
+vocabulary of REST's answers (`service.rest.responses`) and of the request metrics; gRPC maps
+each kind to its own status in one table (`service.grpc.server.GRPC_STATUS`)."""
 
 from __future__ import annotations
 

@@ -16,8 +16,7 @@ import json
 import struct
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -92,8 +91,24 @@ def _case(case_id: str, code: grpc.StatusCode, message: str, *args: Any, **conte
     [
         _case("negative-raw", INVALID, "negative", "image", "FP32", [-1, -1], b"\0" * 4),
         _case("negative", INVALID, "negative", "image", "FP32", [-1, -1], fp32_contents=[0.0]),
-        _case("2**60-raw", INVALID, "[N, 28, 28]", "image", "FP32", [2**60, 28, 28], NO_IMAGE),
-        _case("2**60", INVALID, "[N]", "image", "FP32", [2**60, 28, 28], fp32_contents=[0] * 784),
+        _case(
+            "2**60-raw",
+            TOO_LARGE,
+            "MAX_IMAGES_PER_REQUEST",
+            "image",
+            "FP32",
+            [2**60, 28, 28],
+            NO_IMAGE,
+        ),
+        _case(
+            "2**60",
+            TOO_LARGE,
+            "MAX_IMAGES_PER_REQUEST",
+            "image",
+            "FP32",
+            [2**60, 28, 28],
+            fp32_contents=[0] * 784,
+        ),
         _case("2**40x0", INVALID, "[N, 28, 28]", "image", "FP32", [2**40, 0, 28], b""),
         _case("5x0", INVALID, "holds no element", "image", "FP32", [5, 0, 28], b""),
         _case("rank-70", INVALID, "[N, 28, 28]", "image", "FP32", [1] * 70, b"\0" * 4),
@@ -204,11 +219,9 @@ class _FakeDataPlane:
     def server_metadata(self) -> dict[str, Any]:
         raise KeyError(SECRET)
 
-    @asynccontextmanager
-    async def request(self, name: str) -> AsyncIterator[None]:
+    async def infer(self, request: Any) -> Any:
         await asyncio.sleep(0.5)
         raise Overloaded("queue full; retry later.", retry_after_s=3)
-        yield
 
 
 async def checks_on_a_fake_server() -> dict[str, Any]:
@@ -246,3 +259,19 @@ async def _status(call: Any) -> list[Any]:
         trailing = {key: value for key, value in (error.trailing_metadata() or ())}
         return [error.code().name, error.details(), trailing]
     return ["OK", "", {}]
+
+
+def test_every_kind_of_error_has_its_grpc_status():
+    """One table maps each kind of ServiceError to a gRPC status (in a subprocess: the
+    service's protobuf module and tritonclient's cannot share one process)."""
+    code = (
+        "from service import errors; from service.grpc.server import GRPC_STATUS; "
+        "kinds = [k for k in vars(errors).values() if isinstance(k, type) "
+        "and issubclass(k, errors.ServiceError) and k is not errors.ServiceError]; "
+        "print(sorted(k.__name__ for k in kinds if k not in GRPC_STATUS))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -7,16 +7,23 @@ goes through `anyio.to_thread.run_sync`, our decoding's through
 
 from __future__ import annotations
 
+import base64
 import io
 
 import anyio.to_thread
 import numpy as np
 import pytest
+from fastapi import APIRouter, Depends
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from service.app import create_app
 from service.dataplane import decode_work
+from service.dataplane.dataplane import DataPlane
+from service.rest.front_door import FrontDoor, inference_routes
+from service.rest.routes import predict
+from service.rest.routes import router as rest_router
+from service.rest.v2 import router as v2_router
 from service.settings import Settings
 from tests.conftest import REPO_ROOT, wait_ready
 
@@ -132,7 +139,7 @@ def test_a_bug_behind_the_front_door_answers_500_json_and_is_logged(
     def broken(*args, **kwargs):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr("service.rest.routes.scale_pixels", broken)
+    monkeypatch.setattr("service.dataplane.dataplane.scale_pixels", broken)
     digit = _png(mnist.test_images[0])
     with caplog.at_level("ERROR", logger="service.rest.front_door"):
         response = client.post("/predict", content=digit, headers={"content-type": "image/png"})
@@ -142,3 +149,45 @@ def test_a_bug_behind_the_front_door_answers_500_json_and_is_logged(
     }
     assert "unhandled error on POST /predict" in caplog.text
     assert "ZeroDivisionError: a bug" in caplog.text
+
+
+def test_each_inference_route_calls_the_data_plane_once(client, mnist, monkeypatch):
+    """`/predict` and `/v2/.../infer` parse their wire format and make one call: choosing,
+    reading, admitting, decoding and inferring are the data plane's."""
+    calls: list[str | None] = []
+    infer = DataPlane.infer
+
+    async def counting(self, request):
+        calls.append(request.name)
+        return await infer(self, request)
+
+    monkeypatch.setattr(DataPlane, "infer", counting)
+    digit = _png(mnist.test_images[0])
+    assert client.post("/predict?variant=all", files={"file": digit}).status_code == 200
+    tensor = {"name": "image_bytes", "datatype": "BYTES", "shape": [1]}
+    tensor["data"] = [base64.b64encode(digit).decode()]
+    answer = client.post("/v2/models/layer/infer", json={"inputs": [tensor]})
+    assert answer.status_code == 200 and answer.json()["outputs"][1]["data"] == [7]
+    assert calls == ["all", "layer"]
+
+
+def test_the_front_door_refuses_a_dependency_it_would_never_solve():
+    """The front door serves `/predict` without FastAPI's dependency solving: a dependency
+    declared on that route would silently do nothing, so the app refuses to build."""
+    router = APIRouter()
+    router.add_api_route(
+        "/predict", predict, methods=["POST"], dependencies=[Depends(lambda: None)]
+    )
+    with pytest.raises(RuntimeError, match="solves no FastAPI dependencies"):
+        FrontDoor(app=None, routes=router.routes)  # type: ignore[arg-type]
+
+
+def test_the_shed_check_reads_the_inference_routes_from_the_routers():
+    """A new inference route is shed at the door as soon as its endpoint is listed in
+    INFERENCE_ENDPOINTS: the paths come from the routes FastAPI serves, not a copy."""
+    found = inference_routes([*rest_router.routes, *v2_router.routes])
+    assert [(regex.pattern, endpoint.__name__) for regex, endpoint in found] == [
+        ("^/predict$", "predict"),
+        ("^/v2/models/(?P<model>[^/]+)/versions/(?P<version>[^/]+)/infer$", "model_infer"),
+        ("^/v2/models/(?P<model>[^/]+)/infer$", "model_infer"),
+    ]

@@ -1,10 +1,11 @@
 """The protocol-neutral data plane: what `/predict`, the Open Inference Protocol's REST routes
 and its gRPC service all call (as MLServer's `handlers/dataplane.py` serves its REST and gRPC
-front doors alike).
+servers alike).
 
-It owns the defaults and choices (variant, backend, version), the variant fan-out, the
-request metrics and the in-flight count that tells the batchers whether company is coming.
-Front doors only parse their protocol, call these methods and shape the answer.
+`infer` owns an inference request from its first byte to its answer: choose the variants and
+the backend, read the images, admit them, decode, scale, infer, count. The protocol layers only
+parse their wire format into an `InferenceRequest`, call it once and shape the answer. Health
+and metadata are here too; the model repository's operations are `RepositoryHandlers`'.
 """
 
 from __future__ import annotations
@@ -13,13 +14,20 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from mnist_shared.preprocessing import IMAGE_SIZE
+from mnist_shared.preprocessing import IMAGE_SIZE, scale_pixels
 from service.dataplane.admission import Admission
+from service.dataplane.decode_work import decode_files
+from service.dataplane.decoding import ImagePayload, Limits
+from service.dataplane.inference import (
+    ALL_VARIANTS,
+    InferenceAnswer,
+    InferenceRequest,
+    VariantResult,
+)
 from service.errors import (
     BadRequest,
     GatewayTimeout,
@@ -31,28 +39,12 @@ from service.errors import (
 from service.metrics import Metrics
 from service.repository.registry import ModelRegistry
 from service.runtime.backends import BACKENDS
-from service.runtime.model_loading import LoadFailed
 from service.runtime.model_slots import LoadedModel
 from service.runtime.workers import InFlight
 from service.settings import Settings
 
 SERVER_NAME = "mnist-normalization-serving"
 SERVER_VERSION = "1.0.0"
-ALL_VARIANTS = "all"
-
-
-@dataclass(frozen=True)
-class VariantResult:
-    """One variant's answer for a batch of images."""
-
-    variant: str
-    version: int
-    backend: str
-    probabilities: np.ndarray  # float32 (N, 10)
-
-    @property
-    def digits(self) -> np.ndarray:
-        return self.probabilities.argmax(axis=1)
 
 
 class DataPlane:
@@ -64,6 +56,7 @@ class DataPlane:
         self._metrics = metrics
         self._in_flight = in_flight
         self._admission = Admission(settings.max_queued_images)
+        self._limits = Limits.of(settings)
         self.draining = False  # SIGTERM received: finishing what was accepted, then exiting
 
     # -- health and metadata ------------------------------------------------------------------
@@ -124,31 +117,9 @@ class DataPlane:
             ],
         }
 
-    def describe(self) -> list[dict[str, Any]]:
-        return self._registry.describe()
-
     @property
     def variants(self) -> list[str]:
         return self._registry.variants
-
-    # -- model repository -----------------------------------------------------------------------
-
-    def repository_index(self) -> list[dict[str, Any]]:
-        return self._registry.index()
-
-    async def load_model(self, name: str) -> None:
-        """Rescan `name` and serve the newest version the policy allows; BadRequest with the
-        reason if that version failed."""
-        try:
-            await self._registry.load_now(name)
-        except LoadFailed as error:
-            raise BadRequest(str(error)) from None
-
-    async def unload_model(self, name: str) -> None:
-        await self._registry.unload(name)
-
-    def serving_versions(self, name: str) -> list[int]:
-        return self._registry.serving_versions(name)
 
     # -- inference ----------------------------------------------------------------------------
 
@@ -183,15 +154,51 @@ class DataPlane:
             raise BadRequest(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}.")
         return backend
 
-    async def infer(
-        self,
-        variants: Sequence[str],
-        backend: str,
-        images: np.ndarray,
-        version: int | None = None,
+    async def infer(self, request: InferenceRequest) -> InferenceAnswer:
+        """One inference request, from its first byte to its answer: choose the variants and
+        the backend (404 / 503 before any reading), read the images, admit them (503 before
+        decoding), decode, scale, infer. All of it within MNIST_REQUEST_TIMEOUT_S (else 504,
+        its queued work dropped), counted in flight and in the request metrics."""
+        async with self._answering(request.name):
+            backend = self.choose_backend(request.backend)
+            variants = self._chosen_variants(request)
+            payload = await request.read_images(self._limits)
+            async with self._admitted(payload.count * len(variants)):
+                images, failures = await self._model_input(payload, request.whole)
+                async with request.watch_client():
+                    results = await self._run(variants, backend, images, request.version)
+        return InferenceAnswer(results, backend, images, failures)
+
+    def _chosen_variants(self, request: InferenceRequest) -> list[str]:
+        """The variants to run, each checked to serve `request.version` (NotFound or NotReady
+        saying why otherwise)."""
+        if request.model is not None:  # the protocol's one model: unknown is not found
+            variants = [request.model]
+        else:
+            variants = self.choose_variants(request.variant)
+        for variant in variants:
+            self.loaded_model(variant, request.version)
+        return variants
+
+    async def _model_input(
+        self, payload: ImagePayload, whole: bool
+    ) -> tuple[np.ndarray, dict[int, str]]:
+        """float32 (M, 28, 28) in [0, 1] for the models, and why each picture left out could
+        not be read (none when `whole`: the first such picture fails the request)."""
+        if payload.model_input is not None:
+            return payload.model_input, {}
+        if payload.pixels is not None:
+            return scale_pixels(payload.pixels), {}
+        decoded = await decode_files(payload.files, self._limits)
+        if whole:
+            return scale_pixels(decoded.all_read()), {}
+        return scale_pixels(decoded.digits), decoded.failures
+
+    async def _run(
+        self, variants: Sequence[str], backend: str, images: np.ndarray, version: int | None
     ) -> list[VariantResult]:
-        """Probabilities of every variant for float32 (N, 28, 28) images in [0, 1]. Each variant's
-        model is picked once, here: a version swapped in meanwhile serves the next request."""
+        """Probabilities of every variant. Each variant's model is picked once, here: a
+        version swapped in meanwhile serves the next request."""
         models = [self.loaded_model(variant, version) for variant in variants]
         if len(models) == 1:  # the common case: no tasks to create and gather
             answers = [await self._registry.predict(models[0], backend, images)]
@@ -207,7 +214,7 @@ class DataPlane:
         ]
 
     @asynccontextmanager
-    async def admitted(self, image_inferences: int) -> AsyncIterator[None]:
+    async def _admitted(self, image_inferences: int) -> AsyncIterator[None]:
         """Room for `image_inferences` (images x variants) in the bounded queue until the
         answer, or Overloaded (503 with Retry-After) at once. Taken before decoding, so that a
         shed request costs no decoding."""
@@ -239,11 +246,10 @@ class DataPlane:
         return name if self._registry.knows(name) or name == ALL_VARIANTS else "other"
 
     @asynccontextmanager
-    async def request(self, name: str) -> AsyncIterator[None]:
-        """One inference request, from its first byte to its answer: shed at once when the
-        queue is full, answered within MNIST_REQUEST_TIMEOUT_S (else 504, its queued work
-        dropped), counted in flight (the batchers wait for company only when there is some)
-        and in the request metrics."""
+    async def _answering(self, name: str | None) -> AsyncIterator[None]:
+        """The scope of one inference request: shed at once when the queue is full, answered
+        within MNIST_REQUEST_TIMEOUT_S (else 504), counted in flight (the batchers wait for
+        company only when there is some) and in the request metrics."""
         started, status, label = time.perf_counter(), 500, self.metric_label(name)
         try:
             self._admission.check_room()

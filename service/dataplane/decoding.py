@@ -85,14 +85,18 @@ class PixelBudget:
 @dataclass(frozen=True)
 class ImagePayload:
     """A request's images, counted but not decoded yet (admission needs the count first):
-    encoded files, or JSON pixels that are MNIST-ready already."""
+    encoded files, JSON pixels that are MNIST-ready already, or the model's own input."""
 
     files: list[tuple[str, bytes]] = field(default_factory=list)  # (label, encoded bytes)
     pixels: np.ndarray | None = None  # uint8 (N, 28, 28)
+    model_input: np.ndarray | None = None  # float32 (N, 28, 28) in [0, 1]
 
     @property
     def count(self) -> int:
-        return len(self.pixels) if self.pixels is not None else len(self.files)
+        for array in (self.pixels, self.model_input):
+            if array is not None:
+                return len(array)
+        return len(self.files)
 
     @property
     def encoded_bytes(self) -> int:

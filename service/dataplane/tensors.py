@@ -1,9 +1,12 @@
 """Open Inference Protocol tensors, independent of the wire (REST JSON, binary, gRPC).
 
-The REST and gRPC front doors turn their requests into `Tensor`s, call `infer` and write the
-`Tensor`s it returns in their own format. Inputs: `image` FP32 [N, 28, 28] in [0, 1] (the
-model's own input, no preprocessing) or `image_bytes` BYTES [N] (encoded pictures, preprocessed
-as `/predict` does). Outputs: `probabilities` FP32 [N, 10] and `digit` INT64 [N].
+The REST and gRPC servers turn their requests' inputs into `Tensor`s, the tensors into the
+images of an `InferenceRequest` (`payload_from_inputs`), and the answer into `Tensor`s
+(`output_tensors`) that they write in their own format.
+
+Inputs: `image` FP32 [N, 28, 28] in [0, 1] (the model's own input, no preprocessing) or
+`image_bytes` BYTES [N] (encoded pictures, preprocessed as `/predict` does). Outputs:
+`probabilities` FP32 [N, 10] and `digit` INT64 [N].
 """
 
 from __future__ import annotations
@@ -15,10 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mnist_shared.preprocessing import IMAGE_SIZE, scale_pixels
-from service.dataplane.dataplane import DataPlane, VariantResult
-from service.dataplane.decode_work import decode_files
-from service.dataplane.decoding import Limits, check_count
+from mnist_shared.preprocessing import IMAGE_SIZE
+from service.dataplane.decoding import ImagePayload, Limits, check_count
+from service.dataplane.inference import VariantResult
 from service.errors import BadRequest, PayloadTooLarge
 
 # Wire datatypes of the protocol with a fixed element size, little-endian.
@@ -37,9 +39,9 @@ NUMPY_DATATYPES: dict[str, np.dtype] = {
     "FP64": np.dtype("<f8"),
 }
 IMAGE_INPUT, BYTES_INPUT = "image", "image_bytes"
-# Version numbers and lengths a client sends: int64's 18 safe digits (int() of thousands of
-# digits costs quadratic time, and numpy and protobuf overflow past int64).
-MAX_DIGITS = 18
+# The inputs have 1 or 3 dimensions; numpy refuses more than 64.
+MAX_RANK = 8
+_SHAPES_HELP = "send [N, 28, 28] (image) or [N] (image_bytes), N the number of images"
 PROBABILITIES, DIGIT = "probabilities", "digit"
 OUTPUTS = (PROBABILITIES, DIGIT)
 _INPUTS_HELP = (
@@ -64,23 +66,31 @@ def check_datatype(name: str, datatype: str) -> None:
         raise BadRequest(f"input {name!r}: unknown datatype {datatype!r}; use {known}.")
 
 
-def element_count(name: str, shape: Sequence[int], limit: int) -> int:
-    """How many elements `shape` holds, checked before any element is converted: no negative
-    dimension, and at most `limit` (what the largest valid request holds)."""
+def element_count(name: str, shape: Sequence[int], limits: Limits) -> int:
+    """How many elements `shape` holds, checked before any element is converted: a shape numpy
+    can hold, with no negative dimension, elements if it has images, and no more than the
+    largest valid request holds."""
     if any(dimension < 0 for dimension in shape):
-        raise BadRequest(f"input {name!r}: shape {list(shape)} has a negative dimension.")
+        raise BadRequest(
+            f"input {name!r}: shape {list(shape)} has a negative dimension; {_SHAPES_HELP}."
+        )
+    if len(shape) > MAX_RANK:
+        raise BadRequest(
+            f"input {name!r}: shape {list(shape)} has {len(shape)} dimensions; {_SHAPES_HELP}."
+        )
     count = math.prod(shape)  # Python integers: [2**60, 28, 28] must not wrap around
-    if count > limit:
+    if shape and shape[0] and not count:
+        raise BadRequest(
+            f"input {name!r}: shape {list(shape)} holds no element for its {shape[0]} images; "
+            f"{_SHAPES_HELP}."
+        )
+    if count > (limit := limits.max_images * IMAGE_SIZE * IMAGE_SIZE):
         raise PayloadTooLarge(
             f"input {name!r}: shape {list(shape)} holds {count} elements, more than the {limit} "
-            "one request may carry (MNIST_MAX_IMAGES_PER_REQUEST images). Split the request."
+            f"of the limit of {limits.max_images} images (MNIST_MAX_IMAGES_PER_REQUEST). Split "
+            "the request."
         )
     return count
-
-
-def max_elements(limits: Limits) -> int:
-    """The most elements a valid input holds: the largest request's pixels."""
-    return limits.max_images * IMAGE_SIZE * IMAGE_SIZE
 
 
 def array_from_bytes(raw: bytes, datatype: str, shape: Sequence[int], name: str) -> np.ndarray:
@@ -124,8 +134,6 @@ def raw_bytes(tensor: Tensor) -> bytes:
 
 def check_shape(tensor: Tensor) -> None:
     """The data holds as many elements as the shape says."""
-    if any(d < 0 for d in tensor.shape):
-        raise BadRequest(f"input {tensor.name!r}: shape {tensor.shape} has a negative dimension.")
     count = len(tensor.data) if isinstance(tensor.data, list) else tensor.data.size
     if count != math.prod(tensor.shape):
         raise BadRequest(
@@ -134,16 +142,16 @@ def check_shape(tensor: Tensor) -> None:
         )
 
 
-async def images_from_inputs(inputs: Sequence[Tensor], limits: Limits) -> np.ndarray:
-    """float32 (N, 28, 28) in [0, 1] from the request's single input."""
+def payload_from_inputs(inputs: Sequence[Tensor], limits: Limits) -> ImagePayload:
+    """The request's images from its single input, counted and checked, not decoded yet."""
     if len(inputs) != 1:
         raise BadRequest(f"{len(inputs)} inputs sent: {_INPUTS_HELP}.")
     (tensor,) = inputs
     check_shape(tensor)
     if tensor.name == IMAGE_INPUT:
-        return _pixels(tensor, limits)
+        return ImagePayload(model_input=_pixels(tensor, limits))
     if tensor.name == BYTES_INPUT:
-        return await _pictures(tensor, limits)
+        return ImagePayload(files=_pictures(tensor, limits))
     raise BadRequest(f"unknown input {tensor.name!r}: {_INPUTS_HELP}.")
 
 
@@ -164,59 +172,28 @@ def _pixels(tensor: Tensor, limits: Limits) -> np.ndarray:
     return images
 
 
-async def _pictures(tensor: Tensor, limits: Limits) -> np.ndarray:
+def _pictures(tensor: Tensor, limits: Limits) -> list[tuple[str, bytes]]:
     if tensor.datatype != "BYTES" or not isinstance(tensor.data, list):
         raise BadRequest(f"input {BYTES_INPUT!r} must be BYTES, not {tensor.datatype}.")
     if len(tensor.shape) != 1:
         raise BadRequest(f"input {BYTES_INPUT!r} has shape {tensor.shape}; expected [N].")
-    payloads = [(f"{BYTES_INPUT}[{i}]", data) for i, data in enumerate(tensor.data)]
-    decoded = await decode_files(payloads, limits)
-    return scale_pixels(decoded.all_read())
+    check_count(len(tensor.data), limits)
+    return [(f"{BYTES_INPUT}[{i}]", data) for i, data in enumerate(tensor.data)]
 
 
-def output_tensors(result: VariantResult, requested: Sequence[str]) -> list[Tensor]:
-    """The requested outputs (all when none are named), in the order asked for."""
+def check_outputs(requested: Sequence[str]) -> None:
+    """Every output asked for exists (before any work is done for the request)."""
     for name in requested:
         if name not in OUTPUTS:
             raise BadRequest(f"unknown output {name!r}: choose from {', '.join(OUTPUTS)}.")
+
+
+def output_tensors(result: VariantResult, requested: Sequence[str]) -> list[Tensor]:
+    """The requested outputs (all when none are named, each checked by `check_outputs`), in
+    the order asked for."""
     count = len(result.probabilities)
     available = {
         PROBABILITIES: Tensor(PROBABILITIES, "FP32", [count, 10], result.probabilities),
         DIGIT: Tensor(DIGIT, "INT64", [count], result.digits.astype(np.int64)),
     }
     return [available[name] for name in (requested or OUTPUTS)]
-
-
-async def infer(
-    dataplane: DataPlane,
-    model: str,
-    version: int | None,
-    inputs: Sequence[Tensor],
-    requested: Sequence[str],
-) -> tuple[VariantResult, list[Tensor]]:
-    """One protocol inference: decode the input, run `model`, shape the outputs."""
-    settings = dataplane.settings
-    dataplane.loaded_model(model, version)  # 404 / 503 before any decoding
-    count = inputs[0].shape[0] if inputs and inputs[0].shape else 1
-    async with dataplane.admitted(max(1, count)):  # else 503 before decoding
-        images = await images_from_inputs(inputs, Limits.of(settings))
-        backend = dataplane.choose_backend(None)
-        (result,) = await dataplane.infer([model], backend, images, version)
-    return result, output_tensors(result, requested)
-
-
-def parse_version(version: str | None) -> int | None:
-    """The protocol's version string ("" or absent: the latest) as an integer."""
-    if not version:
-        return None
-    if not is_small_number(version):
-        raise BadRequest(
-            f"model version {version[:40]!r} is not a number of at most {MAX_DIGITS} digits; "
-            "versions are 1, 2, ..."
-        )
-    return int(version)
-
-
-def is_small_number(text: str) -> bool:
-    """Digits only ("²".isdigit(), but int() refuses it), few enough for an int64."""
-    return text.isascii() and text.isdigit() and len(text) <= MAX_DIGITS

@@ -1,16 +1,16 @@
 """The Open Inference Protocol's gRPC service, on the same data plane and batchers as REST.
 
 `GrpcServer` runs a `grpc.aio` server in the app's event loop, started and stopped by the
-app's lifespan, on `MNIST_GRPC_PORT` (0: off). Every `ServiceError` maps to the gRPC status of
-its HTTP status (INVALID_ARGUMENT, RESOURCE_EXHAUSTED, NOT_FOUND, UNAVAILABLE, ...) with the
-message REST sends; anything else is a bug: INTERNAL with a generic message, the details logged.
+app's lifespan, on `MNIST_GRPC_PORT` (0: off). Every kind of `ServiceError` maps to a gRPC
+status in `GRPC_STATUS` (INVALID_ARGUMENT, RESOURCE_EXHAUSTED, NOT_FOUND, UNAVAILABLE, ...) with
+the message REST sends; anything else is a bug: INTERNAL with a generic message, the details
+logged.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -18,13 +18,17 @@ import grpc
 import numpy as np
 
 from service.dataplane.dataplane import DataPlane
+from service.dataplane.decoding import ImagePayload, Limits
+from service.dataplane.inference import InferenceRequest, parse_version
 from service.dataplane.tensors import (
     NUMPY_DATATYPES,
     Tensor,
     array_from_bytes,
     check_datatype,
-    infer,
-    parse_version,
+    check_outputs,
+    element_count,
+    output_tensors,
+    payload_from_inputs,
     raw_bytes,
     split_bytes_elements,
 )
@@ -35,11 +39,15 @@ from service.errors import (
     Conflict,
     Forbidden,
     GatewayTimeout,
+    InferenceFailed,
+    NoDigit,
     NotFound,
     NotReady,
+    Overloaded,
     PayloadTooLarge,
     ServiceError,
     Unauthorized,
+    UnsupportedMediaType,
 )
 from service.grpc import grpc_predict_v2_pb2 as pb
 from service.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
@@ -71,12 +79,6 @@ MIN_CLIENT_PING_INTERVAL_MS = 30 * 1000
 PERMIT_KEEPALIVE_WITHOUT_CALLS = 0
 MAX_PING_STRIKES = 2
 
-# -- tensor bounds checked before numpy sees a shape --------------------------------------------
-# The inputs have 1 or 3 dimensions; numpy refuses more than 64, and shapes whose size
-# overflows. Sizes are checked exactly (Python integers) against the data sent.
-MAX_RANK = 8
-MAX_ELEMENTS = 2**31 - 1
-
 # The REST-only extension of the protocol (binary data after a JSON header); gRPC's tensors
 # are binary by nature, and the extension does not apply to them.
 REST_ONLY_EXTENSIONS = frozenset({"binary_tensor_data"})
@@ -97,29 +99,31 @@ _CONTENTS_FIELD = {
     "FP64": "fp64_contents",
     "BYTES": "bytes_contents",
 }
-# gRPC status of each HTTP status of the error hierarchy (any 4xx not listed: INVALID_ARGUMENT,
-# any other status: INTERNAL). BadRequest, NoDigit and UnsupportedMediaType are the client's
-# input (INVALID_ARGUMENT by the default); NotReady and Overloaded share 503.
-_STATUS = {
-    PayloadTooLarge.status_code: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    NotFound.status_code: grpc.StatusCode.NOT_FOUND,
-    Unauthorized.status_code: grpc.StatusCode.UNAUTHENTICATED,
-    Forbidden.status_code: grpc.StatusCode.PERMISSION_DENIED,
-    Conflict.status_code: grpc.StatusCode.FAILED_PRECONDITION,
-    ClientClosedRequest.status_code: grpc.StatusCode.CANCELLED,
-    NotReady.status_code: grpc.StatusCode.UNAVAILABLE,
-    GatewayTimeout.status_code: grpc.StatusCode.DEADLINE_EXCEEDED,
-    BackendUnavailable.status_code: grpc.StatusCode.UNIMPLEMENTED,
+# The gRPC status of each kind of error: the client's input is INVALID_ARGUMENT, a limit
+# RESOURCE_EXHAUSTED, a service that cannot answer now UNAVAILABLE.
+GRPC_STATUS: dict[type[ServiceError], grpc.StatusCode] = {
+    BadRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    NoDigit: grpc.StatusCode.INVALID_ARGUMENT,
+    UnsupportedMediaType: grpc.StatusCode.INVALID_ARGUMENT,
+    PayloadTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    Unauthorized: grpc.StatusCode.UNAUTHENTICATED,
+    Forbidden: grpc.StatusCode.PERMISSION_DENIED,
+    Conflict: grpc.StatusCode.FAILED_PRECONDITION,
+    ClientClosedRequest: grpc.StatusCode.CANCELLED,
+    NotReady: grpc.StatusCode.UNAVAILABLE,
+    Overloaded: grpc.StatusCode.UNAVAILABLE,
+    GatewayTimeout: grpc.StatusCode.DEADLINE_EXCEEDED,
+    BackendUnavailable: grpc.StatusCode.UNIMPLEMENTED,
+    InferenceFailed: grpc.StatusCode.INTERNAL,
 }
 
 
 def grpc_status(error: ServiceError) -> grpc.StatusCode:
-    """The gRPC status for a ServiceError, by its HTTP status."""
-    code = _STATUS.get(error.status_code)
-    if code is not None:
-        return code
-    if 400 <= error.status_code < 500:
-        return grpc.StatusCode.INVALID_ARGUMENT
+    """The gRPC status of an error's kind (its nearest listed class)."""
+    for kind in type(error).__mro__:
+        if kind in GRPC_STATUS:
+            return GRPC_STATUS[kind]
     return grpc.StatusCode.INTERNAL
 
 
@@ -243,83 +247,68 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @_with_status
     async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
-        async with self._dataplane.request(request.model_name):
-            inputs = _input_tensors(request)
-            requested = [output.name for output in request.outputs]
-            result, outputs = await infer(
-                self._dataplane,
-                request.model_name,
-                parse_version(request.model_version),
-                inputs,
-                requested,
+        answer = await self._dataplane.infer(
+            InferenceRequest(
+                read_images=functools.partial(_images, request),
+                model=request.model_name,
+                version=parse_version(request.model_version),
+                whole=True,
             )
+        )
+        (result,) = answer.results
         response = pb.ModelInferResponse(
             model_name=request.model_name, model_version=str(result.version), id=request.id
         )
         for key, value in request.parameters.items():
             response.parameters[key].CopyFrom(value)
-        for tensor in outputs:
+        requested = [output.name for output in request.outputs]
+        for tensor in output_tensors(result, requested):
             response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
             response.raw_output_contents.append(raw_bytes(tensor))
         return response
 
 
-def _input_tensors(request: Any) -> list[Tensor]:
+async def _images(request: Any, limits: Limits) -> ImagePayload:
+    """The request's images (gRPC has parsed the message already: nothing to wait for)."""
+    check_outputs([output.name for output in request.outputs])
+    return payload_from_inputs(_input_tensors(request, limits), limits)
+
+
+def _input_tensors(request: Any, limits: Limits) -> list[Tensor]:
     raw = list(request.raw_input_contents)
     if raw and len(raw) != len(request.inputs):
         raise BadRequest(
             f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs: send one per input "
             "or none."
         )
-    return [_input_tensor(item, raw[i] if raw else None) for i, item in enumerate(request.inputs)]
+    return [
+        _input_tensor(item, raw[i] if raw else None, limits)
+        for i, item in enumerate(request.inputs)
+    ]
 
 
-def _input_tensor(item: Any, raw: bytes | None) -> Tensor:
+def _input_tensor(item: Any, raw: bytes | None, limits: Limits) -> Tensor:
     name, shape, datatype = item.name, list(item.shape), item.datatype
     check_datatype(name, datatype)
-    _check_shape(name, shape)
+    count = element_count(name, shape, limits)
     data: np.ndarray | list[bytes]
     if raw is None:
-        data = _contents(item, datatype, shape)
+        data = _contents(item, datatype, shape, count)
     elif item.HasField("contents"):
         raise BadRequest(
             f"input {name!r} has data both in contents and in raw_input_contents; send one."
         )
     elif datatype == "BYTES":
-        data = split_bytes_elements(raw, name, math.prod(shape))
+        data = split_bytes_elements(raw, name, count)
     else:
-        expected = math.prod(shape) * NUMPY_DATATYPES[datatype].itemsize
-        if len(raw) != expected:
-            raise BadRequest(
-                f"input {name!r}: {len(raw)} bytes of data, but {datatype} {shape} needs "
-                f"{expected}."
-            )
         data = array_from_bytes(raw, datatype, shape, name)
     return Tensor(name, datatype, shape, data)
 
 
-def _check_shape(name: str, shape: Sequence[int]) -> None:
-    """A shape numpy can hold, that says how many elements are sent (exact integers here:
-    numpy's products wrap around)."""
-    if any(d < 0 for d in shape):
-        raise BadRequest(
-            f"input {name!r}: shape {list(shape)} has a negative dimension; send the actual "
-            "size of each, e.g. [N, 28, 28] for N images."
-        )
-    if len(shape) > MAX_RANK or math.prod(max(d, 1) for d in shape) > MAX_ELEMENTS:
-        raise BadRequest(
-            f"input {name!r}: shape {list(shape)} is far beyond any tensor this service takes; "
-            "send [N, 28, 28] (image) or [N] (image_bytes), N the number of images."
-        )
-    if shape and shape[0] and not math.prod(shape):
-        raise BadRequest(
-            f"input {name!r}: shape {list(shape)} holds no element for its {shape[0]} images; "
-            "send [N, 28, 28] (image) or [N] (image_bytes)."
-        )
-
-
-def _contents(item: Any, datatype: str, shape: Sequence[int]) -> np.ndarray | list[bytes]:
-    """The data of `item.contents`' typed field for `datatype`, counted against `shape`."""
+def _contents(
+    item: Any, datatype: str, shape: Sequence[int], count: int
+) -> np.ndarray | list[bytes]:
+    """The data of `item.contents`' typed field for `datatype`, `count` elements of `shape`."""
     field = _CONTENTS_FIELD.get(datatype)
     if field is None:
         raise BadRequest(
@@ -327,9 +316,9 @@ def _contents(item: Any, datatype: str, shape: Sequence[int]) -> np.ndarray | li
             "data in raw_input_contents."
         )
     values = list(getattr(item.contents, field))
-    if len(values) != math.prod(shape):
+    if len(values) != count:
         raise BadRequest(
-            f"input {item.name!r}: shape {list(shape)} holds {math.prod(shape)} elements, but "
+            f"input {item.name!r}: shape {list(shape)} holds {count} elements, but "
             f"{len(values)} were sent in contents.{field} (the field of {datatype})."
         )
     if datatype == "BYTES":

@@ -10,15 +10,15 @@ from dataclasses import dataclass
 from fastapi import Request
 from starlette.requests import ClientDisconnect
 
-from service.dataplane.decode_work import INLINE_BYTES, by_size, decode_files
+from service.dataplane.decode_work import INLINE_BYTES, by_size
 from service.dataplane.decoding import (
-    DecodedImages,
     HeaderCheck,
     ImagePayload,
     Limits,
     check_count,
     parse_json,
 )
+from service.dataplane.inference import is_small_number
 from service.errors import (
     BadRequest,
     ClientClosedRequest,
@@ -67,7 +67,7 @@ async def read_body(request: Request, max_bytes: int, limit: BodyLimit = UPLOAD_
     """The whole body, refusing (413) as soon as it exceeds `max_bytes`, declared or streamed
     (`limit` names the setting and what to send instead)."""
     declared = request.headers.get("content-length")
-    if declared is not None and _is_number(declared) and int(declared) > max_bytes:
+    if declared is not None and is_small_number(declared) and int(declared) > max_bytes:
         raise PayloadTooLarge(limit.message(int(declared), max_bytes))
     chunks, size = [], 0
     try:
@@ -79,10 +79,6 @@ async def read_body(request: Request, max_bytes: int, limit: BodyLimit = UPLOAD_
     except ClientDisconnect:
         raise ClientClosedRequest("client disconnected before the body was complete") from None
     return b"".join(chunks)
-
-
-def _is_number(text: str) -> bool:
-    return text.isascii() and text.isdigit()  # "²".isdigit(), but int() refuses it
 
 
 @asynccontextmanager
@@ -145,13 +141,6 @@ async def read_payload(
     if not body:
         raise BadRequest('empty JSON body: send {"images": [...]} or {"pixels": [...]}.')
     return await by_size(parse_json, body, limits)
-
-
-async def decode_payload(payload: ImagePayload, limits: Limits) -> DecodedImages:
-    """MNIST-ready digits (uint8 (N, 28, 28)): decoded and preprocessed."""
-    if payload.pixels is not None:
-        return DecodedImages(payload.pixels)
-    return await decode_files(payload.files, limits)
 
 
 def _multipart_files(content_type: str, body: bytes, limits: Limits) -> list[tuple[str, bytes]]:

@@ -3,51 +3,83 @@
 - While the inference queue is full it answers inference requests 503 (with `Retry-After`)
   before anything is parsed or routed. Clients that retry at once would otherwise keep the event
   loop busy with shedding alone, and the requests being served would wait for it.
-- It serves `POST /predict` itself, with the same handler as the documented FastAPI route
-  (`service.rest.routes.predict`) and the same error bodies, but without the router's matching,
-  dependency solving and exception middlewares, a large share of the event loop's time per
-  request under py-spy (docs/performance-log.md has the figures). Every other path goes
-  through FastAPI.
+- It serves `POST /predict` itself (`service.rest.routes.predict`, with the error bodies of the
+  app's exception handlers) without the router's matching, dependency solving and exception
+  middlewares, a large share of the event loop's time per request under py-spy
+  (docs/performance-log.md has the figures). Every other path goes through FastAPI.
+
+Which paths are inference is read from the app's own routes (those whose endpoint is in
+`INFERENCE_ENDPOINTS`): a new inference route is shed as soon as it is listed there.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Awaitable, Callable, Sequence
 
 import orjson
+from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.errors import Overloaded, ServiceError
 from service.rest.responses import error_response, internal_error_response
 from service.rest.routes import predict, query_parameters
+from service.rest.v2 import model_infer
 
 logger = logging.getLogger(__name__)
 
-_INFERENCE_PATH = re.compile(r"^/(?:predict|v2/models/([^/]+)(?:/versions/[^/]+)?/infer)$")
+Endpoint = Callable[..., Awaitable[Response]]
+INFERENCE_ENDPOINTS: tuple[Endpoint, ...] = (predict, model_infer)
+SERVED_HERE = (predict,)  # the rest go on to FastAPI once past the shed check
 
 
 class FrontDoor:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute]) -> None:
         self.app = app
+        self._inference = inference_routes(routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             scope["app"].state.arrivals.count += 1  # what the SIGTERM drain waits on
         if scope["type"] == "http" and scope["method"] == "POST":
-            match = _INFERENCE_PATH.match(scope["path"])
-            dataplane = getattr(scope["app"].state, "dataplane", None) if match else None
-            if dataplane is not None:
+            route = self._route(scope["path"])
+            dataplane = getattr(scope["app"].state, "dataplane", None) if route else None
+            if route is not None and dataplane is not None:
+                match, endpoint = route
                 if dataplane.at_capacity:
-                    await _shed(send, dataplane.shed_at_door(match.group(1) or _variant(scope)))
+                    model = match.groupdict().get("model") or _variant(scope)
+                    await _shed(send, dataplane.shed_at_door(model))
                     return
-                if scope["path"] == "/predict":
-                    response = await _predict(Request(scope, receive))
+                if endpoint in SERVED_HERE:
+                    response = await _serve(endpoint, Request(scope, receive))
                     await response(scope, receive, send)
                     return
         await self.app(scope, receive, send)
+
+    def _route(self, path: str) -> tuple[re.Match[str], Endpoint] | None:
+        for path_regex, endpoint in self._inference:
+            if (match := path_regex.match(path)) is not None:
+                return match, endpoint
+        return None
+
+
+def inference_routes(routes: Sequence[BaseRoute]) -> list[tuple[re.Pattern[str], Endpoint]]:
+    """(path pattern, endpoint) of the app's inference routes. The endpoints served here get
+    none of FastAPI's dependency solving: one that declares a dependency is refused."""
+    found = []
+    for route in routes:
+        if isinstance(route, APIRoute) and route.endpoint in INFERENCE_ENDPOINTS:
+            if route.endpoint in SERVED_HERE and route.dependant.dependencies:
+                raise RuntimeError(
+                    f"{route.path} is served by the front door, which solves no FastAPI "
+                    "dependencies: read what it needs from the request instead."
+                )
+            found.append((route.path_regex, route.endpoint))
+    return found
 
 
 def _variant(scope: Scope) -> str | None:
@@ -65,12 +97,12 @@ async def _shed(send: Send, error: Overloaded) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-async def _predict(request: Request) -> Response:
-    """`routes.predict`, its errors mapped as the app's exception handlers map them."""
+async def _serve(endpoint: Endpoint, request: Request) -> Response:
+    """`endpoint(request)`, its errors mapped as the app's exception handlers map them."""
     try:
-        return await predict(request)
+        return await endpoint(request)
     except ServiceError as error:
         return error_response(error)
     except Exception:
-        logger.exception("unhandled error on POST /predict")
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return internal_error_response()

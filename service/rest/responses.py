@@ -7,6 +7,24 @@ from typing import Any
 from starlette.responses import JSONResponse
 
 from service.errors import ServiceError
+from service.rest.schemas import ErrorResponse
+
+# The error answers every route documents in the OpenAPI schema.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in {
+        400: "Malformed input: not an image, bad JSON, unknown variant or backend.",
+        404: "Unknown model, or a model version that is not loaded.",
+        413: "Body, pixels (per image or per request) or image count over the configured limit.",
+        415: "Unsupported content type.",
+        422: "The images hold no digit (a blank canvas, a uniform photo): send a picture of one "
+        "digit. When only some of a request's images have none, the answer is 200 and each of "
+        "those images' entries carries its `error` instead.",
+        501: "Backend not installed in this deployment.",
+        503: "Models loading, failed or unloaded; or at capacity (then with Retry-After).",
+        504: "Not answered within MNIST_REQUEST_TIMEOUT_S; the queued work was dropped.",
+    }.items()
+}
 
 
 class JSONLineResponse(JSONResponse):

@@ -8,63 +8,65 @@ from __future__ import annotations
 import base64
 import functools
 import io
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import parse_qsl
 
 import numpy as np
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from PIL import Image
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import TypeAdapter, ValidationError
 
-from mnist_shared.preprocessing import scale_pixels
-from service.dataplane.dataplane import ALL_VARIANTS, DataPlane, VariantResult
-from service.dataplane.decoding import Limits
-from service.dataplane.tensors import parse_version
+from service.dataplane.dataplane import DataPlane
+from service.dataplane.inference import (
+    ALL_VARIANTS,
+    InferenceAnswer,
+    InferenceRequest,
+    VariantResult,
+    parse_version,
+)
 from service.errors import BadRequest
-from service.metrics import Metrics
 from service.rest import schemas
-from service.rest.body import decode_payload, dropped_on_disconnect, read_payload
-from service.rest.responses import JSONLineResponse
-
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": schemas.ErrorResponse, "description": text}
-    for code, text in {
-        400: "Malformed input: not an image, bad JSON, unknown variant or backend.",
-        404: "Unknown model, or a model version that is not loaded.",
-        413: "Body, pixels (per image or per request) or image count over the configured limit.",
-        415: "Unsupported content type.",
-        422: "The images hold no digit (a blank canvas, a uniform photo): send a picture of one "
-        "digit. When only some of a request's images have none, the answer is 200 and each of "
-        "those images' entries carries its `error` instead.",
-        501: "Backend not installed in this deployment.",
-        503: "Models loading, failed or unloaded; or at capacity (then with Retry-After).",
-        504: "Not answered within MNIST_REQUEST_TIMEOUT_S; the queued work was dropped.",
-    }.items()
-}
-
-
-# `async def`: FastAPI runs plain `def` dependencies in its thread pool, a hop per request.
-async def get_dataplane(request: Request) -> DataPlane:
-    return request.app.state.dataplane
-
-
-async def get_metrics(request: Request) -> Metrics:
-    return request.app.state.metrics
-
-
-DataPlaneDep = Annotated[DataPlane, Depends(get_dataplane)]
-MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+from service.rest.body import dropped_on_disconnect, read_payload
+from service.rest.dependencies import DataPlaneDep, MetricsDep, RepositoryDep
+from service.rest.responses import ERROR_RESPONSES, JSONLineResponse
 
 router = APIRouter()
 _JSON = "application/json"
 _FLAG = TypeAdapter(bool)
 
 
-@router.post(
+async def predict(request: Request) -> Response:
+    """`POST /predict`, served by the front door (`service.rest.front_door`) straight from the
+    ASGI scope: FastAPI's routing and dependency solving were a large share of the event
+    loop's time per request. The route below only documents it, so it takes no dependencies
+    (`create_app` refuses any). Query parameters are read by hand, for the same reason; they
+    are documented in `schemas.PREDICT_PARAMETERS`."""
+    dataplane: DataPlane = request.app.state.dataplane
+    settings = dataplane.settings
+    query = query_parameters(request.scope["query_string"])
+    variant = query.get("variant")
+    return_input = _query_flag(query.get("return_input"), "return_input")
+    answer = await dataplane.infer(
+        InferenceRequest(
+            read_images=functools.partial(
+                read_payload, request, settings.max_upload_bytes, settings.max_json_bytes
+            ),
+            variant=variant,
+            version=parse_version(query.get("version")),
+            backend=query.get("backend"),
+            watch_client=functools.partial(dropped_on_disconnect, request),
+        )
+    )
+    return _json(_predictions(answer, return_input, all_variants=variant == ALL_VARIANTS))
+
+
+router.add_api_route(
     "/predict",
+    predict,
+    methods=["POST"],
     response_model=schemas.VariantPredictions | schemas.AllVariantsPredictions,
     response_model_exclude_none=True,  # `input` only when asked for
     responses={
@@ -77,44 +79,23 @@ _FLAG = TypeAdapter(bool)
     },
     summary="Classify one or more digit images",
 )
-async def predict(request: Request) -> Response:
-    # Query parameters are read by hand, not declared: FastAPI's parameter solving was a fifth
-    # of the event loop's time per request (py-spy). They are documented in `PREDICT_PARAMETERS`.
-    dataplane: DataPlane = request.app.state.dataplane
-    query = query_parameters(request.scope["query_string"])
-    variant, backend = query.get("variant"), query.get("backend")
-    return_input = _query_flag(query.get("return_input"), "return_input")
-    version = parse_version(query.get("version"))
-    settings = dataplane.settings
-    async with dataplane.request(variant or dataplane.default_variant):
-        chosen_backend = dataplane.choose_backend(backend)
-        variants = dataplane.choose_variants(variant)
-        limits = Limits.of(settings)
-        payload = await read_payload(
-            request, settings.max_upload_bytes, settings.max_json_bytes, limits
-        )
-        async with dataplane.admitted(payload.count * len(variants)):  # else 503 before decoding
-            decoded = await decode_payload(payload, limits)
-            async with dropped_on_disconnect(request):
-                results = await dataplane.infer(
-                    variants, chosen_backend, scale_pixels(decoded.digits), version
-                )
-    inputs = [_png_base64(digit) for digit in decoded.digits] if return_input else None
-    answers = [_variant_answer(result, inputs, decoded.failures) for result in results]
-    if variant != ALL_VARIANTS:
-        return _json(answers[0])
-    return _json(
-        {
-            "variant": ALL_VARIANTS,
-            "backend": chosen_backend,
-            "results": {answer["variant"]: answer for answer in answers},
-        }
-    )
+
+
+def _predictions(answer: InferenceAnswer, return_input: bool, all_variants: bool) -> dict[str, Any]:
+    inputs = [_png_base64(digit) for digit in answer.digits_seen()] if return_input else None
+    answers = [_variant_answer(result, inputs, answer.failures) for result in answer.results]
+    if not all_variants:
+        return answers[0]
+    return {
+        "variant": ALL_VARIANTS,
+        "backend": answer.backend,
+        "results": {entry["variant"]: entry for entry in answers},
+    }
 
 
 @router.get("/models", summary="Variants, versions, backends, input spec and test accuracy")
-async def models(dataplane: DataPlaneDep) -> dict[str, Any]:
-    return {"models": dataplane.describe()}
+async def models(repository: RepositoryDep) -> dict[str, Any]:
+    return {"models": repository.describe()}
 
 
 @router.get("/health/live", summary="The process is up")

@@ -1,39 +1,41 @@
 """The Open Inference Protocol's REST API (`/v2/...`) with the binary tensor data extension.
 
 Parses the protocol's JSON (and binary tensors after `Inference-Header-Content-Length` bytes of
-JSON), delegates to the data plane through `v2_tensors.infer`, writes the protocol's answer.
-Errors are `{"error": ...}` with 400 / 404 / 503 like every other route.
+JSON) into tensors, calls the data plane, writes the protocol's answer. Errors are
+`{"error": ...}` with 400 / 404 / 503 like every other route.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from service.dataplane.decoding import Limits
+from service.dataplane.decoding import ImagePayload, Limits
+from service.dataplane.inference import InferenceRequest, is_small_number, parse_version
 from service.dataplane.tensors import (
     NUMPY_DATATYPES,
     Tensor,
     array_from_bytes,
     check_datatype,
+    check_outputs,
     element_count,
-    infer,
-    is_small_number,
-    max_elements,
-    parse_version,
+    output_tensors,
+    payload_from_inputs,
     raw_bytes,
     split_bytes_elements,
 )
 from service.errors import BadRequest, NotReady, PayloadTooLarge
 from service.rest.body import BodyLimit, dropped_on_disconnect, read_body
-from service.rest.routes import ERROR_RESPONSES, DataPlaneDep
+from service.rest.dependencies import DataPlaneDep, ModelName
+from service.rest.responses import ERROR_RESPONSES
 
 HEADER_LENGTH = "inference-header-content-length"
 JSON_TENSORS_LIMIT = BodyLimit(
@@ -41,7 +43,6 @@ JSON_TENSORS_LIMIT = BodyLimit(
     "MNIST_MAX_JSON_BYTES",
     "Send large tensors as binary data (the binary tensor data extension), not in JSON.",
 )
-ModelName = Annotated[str, Path(description="The variant: group, instance or layer.")]
 
 
 class RequestInput(BaseModel):
@@ -57,7 +58,10 @@ class RequestOutput(BaseModel):
     parameters: dict[str, Any] | None = None
 
 
-class InferenceRequest(BaseModel):
+class InferenceRequestJSON(BaseModel):
+    """The protocol's inference request as JSON (the data plane's is `InferenceRequest`)."""
+
+    model_config = ConfigDict(title="InferenceRequest")  # the protocol's name, in the schema
     id: str | None = None
     parameters: dict[str, Any] | None = None
     inputs: list[RequestInput]
@@ -111,7 +115,7 @@ async def model_ready(
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": InferenceRequest.model_json_schema()}},
+            "content": {"application/json": {"schema": InferenceRequestJSON.model_json_schema()}},
         }
     },
 )
@@ -119,32 +123,56 @@ async def model_ready(
 async def model_infer(
     request: Request, dataplane: DataPlaneDep, model: ModelName, version: str | None = None
 ) -> Response:
-    async with dataplane.request(model):
-        settings = dataplane.settings
-        header_length = request.headers.get(HEADER_LENGTH)
-        if header_length is None:  # all of it JSON
-            body = await read_body(request, settings.max_json_bytes, JSON_TENSORS_LIMIT)
-        else:
-            body = await read_body(request, settings.max_upload_bytes)
-        header, binary = _split_body(body, header_length)
-        if len(header) > settings.max_json_bytes:
-            raise PayloadTooLarge(JSON_TENSORS_LIMIT.message(len(header), settings.max_json_bytes))
-        inference = _parse_request(header)
-        inputs = _input_tensors(inference, binary, max_elements(Limits.of(dataplane.settings)))
-        requested = [output.name for output in inference.outputs or []]
-        async with dropped_on_disconnect(request):
-            result, outputs = await infer(
-                dataplane, model, parse_version(version), inputs, requested
-            )
-    answer: dict[str, Any] = {"model_name": model, "model_version": str(result.version)}
+    body = _RequestBody(
+        request, dataplane.settings.max_upload_bytes, dataplane.settings.max_json_bytes
+    )
+    answer = await dataplane.infer(
+        InferenceRequest(
+            read_images=body.read_images,
+            model=model,
+            version=parse_version(version),
+            whole=True,
+            watch_client=functools.partial(dropped_on_disconnect, request),
+        )
+    )
+    inference = body.inference
+    assert inference is not None  # the data plane read the images
+    (result,) = answer.results
+    reply: dict[str, Any] = {"model_name": model, "model_version": str(result.version)}
     if inference.id is not None:
-        answer["id"] = inference.id
+        reply["id"] = inference.id
     if inference.parameters:
-        answer["parameters"] = inference.parameters
-    return _response(answer, outputs, _binary_outputs(inference))
+        reply["parameters"] = inference.parameters
+    outputs = output_tensors(result, body.requested_outputs)
+    return _response(reply, outputs, _binary_outputs(inference))
 
 
 # -- request ----------------------------------------------------------------------------------
+
+
+class _RequestBody:
+    """Reads the request's body when the data plane asks for its images, and keeps what the
+    answer needs from it (the id, the parameters, the outputs asked for)."""
+
+    def __init__(self, request: Request, max_bytes: int, max_json_bytes: int) -> None:
+        self._request, self._max_bytes, self._max_json_bytes = request, max_bytes, max_json_bytes
+        self.inference: InferenceRequestJSON | None = None  # once read
+        self.requested_outputs: list[str] = []
+
+    async def read_images(self, limits: Limits) -> ImagePayload:
+        header_length = self._request.headers.get(HEADER_LENGTH)
+        if header_length is None:  # all of it JSON
+            body = await read_body(self._request, self._max_json_bytes, JSON_TENSORS_LIMIT)
+        else:
+            body = await read_body(self._request, self._max_bytes)
+        header, binary = _split_body(body, header_length)
+        if len(header) > self._max_json_bytes:
+            raise PayloadTooLarge(JSON_TENSORS_LIMIT.message(len(header), self._max_json_bytes))
+        self.inference = _parse_request(header)
+        self.requested_outputs = [output.name for output in self.inference.outputs or []]
+        check_outputs(self.requested_outputs)
+        inputs = _input_tensors(self.inference, binary, limits)
+        return payload_from_inputs(inputs, limits)
 
 
 def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
@@ -160,9 +188,9 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryvi
     return body[:size], memoryview(body)[size:]
 
 
-def _parse_request(header: bytes) -> InferenceRequest:
+def _parse_request(header: bytes) -> InferenceRequestJSON:
     try:
-        inference = InferenceRequest.model_validate_json(header)
+        inference = InferenceRequestJSON.model_validate_json(header)
     except ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in error.errors()
@@ -177,12 +205,14 @@ def _parse_request(header: bytes) -> InferenceRequest:
     return inference
 
 
-def _input_tensors(inference: InferenceRequest, binary: memoryview, limit: int) -> list[Tensor]:
-    """The inputs as tensors, each shape's element count checked (at most `limit`) before its
+def _input_tensors(
+    inference: InferenceRequestJSON, binary: memoryview, limits: Limits
+) -> list[Tensor]:
+    """The inputs as tensors, each shape's element count checked (within `limits`) before its
     elements are converted."""
     tensors, offset = [], 0
     for item in inference.inputs:
-        count = element_count(item.name, item.shape, limit)
+        count = element_count(item.name, item.shape, limits)
         size = (item.parameters or {}).get("binary_data_size")
         if size is None:
             tensors.append(_json_tensor(item, count))
@@ -243,7 +273,7 @@ def _base64(value: object, name: str) -> bytes:
 # -- response ---------------------------------------------------------------------------------
 
 
-def _binary_outputs(inference: InferenceRequest) -> dict[str, bool]:
+def _binary_outputs(inference: InferenceRequestJSON) -> dict[str, bool]:
     """Which outputs go back as binary data: each output's `binary_data`, defaulting to the
     request's `binary_data_output`."""
     default = _flag(inference.parameters, "binary_data_output", False)

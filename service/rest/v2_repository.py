@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Depends, Request
 
 from service.errors import Forbidden, Unauthorized
-from service.rest.routes import ERROR_RESPONSES, DataPlaneDep
-from service.rest.v2 import ModelName
+from service.rest.dependencies import ModelName, RepositoryDep
+from service.rest.responses import ERROR_RESPONSES
 
 _SAME_SITE_FETCHES = ("same-origin", "none")  # Sec-Fetch-Site of the page itself, or typed URLs
 _CROSS_SITE = (
@@ -125,17 +125,16 @@ router = APIRouter(
 
 
 @router.post("/index", summary="Every model version on disk, with its state")
-async def index(dataplane: DataPlaneDep) -> list[dict[str, Any]]:
-    return dataplane.repository_index()
+async def index(repository: RepositoryDep) -> list[dict[str, Any]]:
+    return repository.index()
 
 
 @router.post("/models/{model}/load", summary="Rescan and serve the newest version allowed")
-async def load(dataplane: DataPlaneDep, model: ModelName) -> dict[str, Any]:
-    await dataplane.load_model(model)
-    return {"name": model, "versions": dataplane.serving_versions(model)}
+async def load(repository: RepositoryDep, model: ModelName) -> dict[str, Any]:
+    return {"name": model, "versions": await repository.load(model)}
 
 
 @router.post("/models/{model}/unload", summary="Stop serving the model")
-async def unload(dataplane: DataPlaneDep, model: ModelName) -> dict[str, Any]:
-    await dataplane.unload_model(model)
+async def unload(repository: RepositoryDep, model: ModelName) -> dict[str, Any]:
+    await repository.unload(model)
     return {"name": model, "versions": []}

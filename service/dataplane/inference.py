@@ -1,0 +1,95 @@
+"""The protocol-neutral inference request and its answer.
+
+`/predict`, the Open Inference Protocol's REST route and its gRPC method each turn their wire
+format into an `InferenceRequest`, call `DataPlane.infer` once and shape the `InferenceAnswer`
+in their own format. What differs between the protocols is said here, as data: how a model is
+named (`variant` or `model`), whether one unreadable picture fails the request (`whole`), how
+the images are read (`read_images`) and how a client's departure is noticed (`watch_client`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mnist_shared.preprocessing import PIXEL_MAX
+from service.dataplane.decoding import ImagePayload, Limits
+from service.errors import BadRequest
+
+ALL_VARIANTS = "all"
+# Version numbers and lengths a client sends: int64's 18 safe digits (int() of thousands of
+# digits costs quadratic time, and numpy and protobuf overflow past int64).
+MAX_DIGITS = 18
+
+# Reads and parses the request's images (not decoding them yet) once its model is chosen:
+# a request for a model that cannot answer costs no body reading.
+ReadImages = Callable[[Limits], Awaitable[ImagePayload]]
+# An async context around the inference that cancels it when the client goes away.
+WatchClient = Callable[[], AbstractAsyncContextManager[None]]
+
+
+@dataclass(frozen=True)
+class InferenceRequest:
+    read_images: ReadImages
+    # /predict names a variant, `all` or none (the default; an unknown name is a bad request);
+    # the Open Inference Protocol names one model (an unknown name is not found).
+    variant: str | None = None
+    model: str | None = None
+    version: int | None = None  # None: the newest serving
+    backend: str | None = None  # None: MNIST_DEFAULT_BACKEND
+    # True: a picture without a digit fails the whole request (the Open Inference Protocol
+    # answers a request whole); False: it gets an error entry in its place (`/predict`).
+    whole: bool = False
+    watch_client: WatchClient = field(default=nullcontext)
+
+    @property
+    def name(self) -> str | None:
+        """What the request asked for, as its metrics label it."""
+        return self.model if self.model is not None else self.variant
+
+
+@dataclass(frozen=True)
+class VariantResult:
+    """One variant's answer for a batch of images."""
+
+    variant: str
+    version: int
+    backend: str
+    probabilities: np.ndarray  # float32 (N, 10)
+
+    @property
+    def digits(self) -> np.ndarray:
+        return self.probabilities.argmax(axis=1)
+
+
+@dataclass(frozen=True)
+class InferenceAnswer:
+    results: list[VariantResult]  # one per variant, in the order chosen
+    backend: str
+    model_input: np.ndarray  # float32 (M, 28, 28) in [0, 1]: what the models saw
+    failures: dict[int, str]  # input index -> why that picture has no answer (not `whole`)
+
+    def digits_seen(self) -> np.ndarray:
+        """The model input as uint8 digits: exactly those it was scaled from, when it was
+        (x / 255 * 255 rounds back to x in float32)."""
+        return np.rint(self.model_input * np.float32(PIXEL_MAX)).astype(np.uint8)
+
+
+def parse_version(version: str | None) -> int | None:
+    """A version as every protocol sends it, a string ("" or absent: the newest)."""
+    if not version:
+        return None
+    if not is_small_number(version):
+        raise BadRequest(
+            f"model version {version[:40]!r} is not a number of at most {MAX_DIGITS} digits; "
+            "versions are 1, 2, ..."
+        )
+    return int(version)
+
+
+def is_small_number(text: str) -> bool:
+    """Digits only ("²".isdigit(), but int() refuses it), few enough for an int64."""
+    return text.isascii() and text.isdigit() and len(text) <= MAX_DIGITS
