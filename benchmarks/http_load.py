@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.harness import free_port, sample_png, wait_for, wrk_missing  # noqa: E402
-from service.runtime.workers import available_cpus  # noqa: E402
+from service.runtime.cpus import available_cpus  # noqa: E402
 
 WRK_SCRIPT = """
 wrk.method = "POST"

@@ -18,7 +18,7 @@ from types import FrameType
 from typing import Any
 
 from service.rest.http_limits import bounded_protocol, connection_limit
-from service.runtime.workers import available_cpus
+from service.runtime.cpus import available_cpus
 from service.settings import Settings, env_table
 
 

@@ -38,7 +38,7 @@ from service.rest.responses import JSONLineResponse, error_response, internal_er
 from service.rest.routes import router
 from service.rest.v2 import router as v2_router
 from service.rest.v2_repository import router as v2_repository_router
-from service.runtime.workers import InFlight, InFlightBoard
+from service.runtime.in_flight import InFlight, InFlightBoard
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ def _in_flight(settings: Settings) -> InFlight:
 
 
 async def _start_grpc(dataplane: DataPlane, settings: Settings) -> Any:
-    """The gRPC front door on MNIST_GRPC_PORT, unless that is 0."""
+    """The gRPC server on MNIST_GRPC_PORT, unless that is 0."""
     if not settings.grpc_port:
         return None
     from service.grpc.server import GrpcServer

@@ -14,7 +14,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.repository.version_policy import VersionPolicy
 from service.runtime.backends import BACKENDS
-from service.runtime.workers import available_cpus
+from service.runtime.batching import LONE_MAX_IMAGES
+from service.runtime.cpus import available_cpus
+from service.runtime.in_flight import OTHER_WORKERS_QUIET_S
 
 
 class Settings(BaseSettings):
@@ -97,7 +99,7 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest JSON document: a /predict JSON body, or an Open Inference "
         "Protocol request's JSON (its binary tensors aside), else 413. Parsing JSON holds the "
-        "event loop's GIL, 3 ms a megabyte: larger pictures go as files or binary tensors.",
+        "GIL the event loop needs: larger pictures go as files or binary tensors.",
     )
     max_images_per_request: int = Field(
         64, ge=1, description="Most images one request may carry (else 413)."
@@ -117,8 +119,7 @@ class Settings(BaseSettings):
         256,
         ge=1,
         description="Images admitted for inference and not yet answered (x3 for variant=all); "
-        "a request beyond it gets 503 with Retry-After at once. 256 is ~100 ms of inference "
-        "on one core.",
+        "a request beyond it gets 503 with Retry-After at once.",
     )
     request_timeout_s: float = Field(
         30.0,
@@ -148,7 +149,8 @@ class Settings(BaseSettings):
     )
     inline_lone_requests: bool = Field(
         True,
-        description="Infer a small request (up to 4 images) that finds the service idle at once "
+        description=f"Infer a small request (up to {LONE_MAX_IMAGES} images) that finds the "
+        "service idle at once "
         "on the event loop, without the hand-off to the inference thread (a lone client's "
         "latency); false: every request goes through the inference thread.",
     )
@@ -156,7 +158,8 @@ class Settings(BaseSettings):
         2,
         ge=1,
         description="onnxruntime threads for a lone request inferred on the event loop while no "
-        "other worker has had a request in flight for 10 ms: each operator is split over the "
+        f"other worker has had a request in flight for {OTHER_WORKERS_QUIET_S * 1000:g} ms: "
+        "each operator is split over the "
         "idle cores (capped at the CPUs the process may use); 1: no second session.",
     )
     opentelemetry: bool = Field(

@@ -11,7 +11,7 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Apps built by tests serve no gRPC unless a test asks for it (tests/test_v2_protocol.py).
 os.environ.setdefault("MNIST_GRPC_PORT", "0")
-# Servers started by tests run one worker unless a test asks for more (tests/test_workers.py).
+# Servers started by tests run one worker unless a test asks for more (tests/test_in_flight.py).
 os.environ.setdefault("MNIST_WORKERS", "1")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from service.errors import InferenceFailed
-from service.runtime.batching import ALONE_MAX_IMAGES, MicroBatcher
-from service.runtime.workers import InFlight, InFlightBoard
+from service.runtime.batching import LONE_MAX_IMAGES, MicroBatcher
+from service.runtime.in_flight import InFlight, InFlightBoard
 
 
 def _run(coroutine):
@@ -121,7 +121,7 @@ def test_stop_fails_queued_requests():
 
 def _run_requests(
     predict,
-    inline_when_alone: bool,
+    inline_lone_requests: bool,
     plan: list[list[int]],
     sizes: list[int],
     in_flight: InFlight | None = None,
@@ -136,7 +136,7 @@ def _run_requests(
         executor = ThreadPoolExecutor(1, thread_name_prefix="inference")
         batcher = MicroBatcher(
             predict, executor, max_batch_size=8, max_wait_s=0.01, on_batch=sizes.append,
-            in_flight=in_flight, inline_when_alone=inline_when_alone, **batcher_args,
+            in_flight=in_flight, inline_lone_requests=inline_lone_requests, **batcher_args,
         )  # fmt: skip
         batcher.start()
 
@@ -160,12 +160,12 @@ def test_a_lone_small_request_is_inferred_on_the_event_loop_and_company_is_batch
         return x * 2
 
     sizes: list[int] = []
-    plan = [[1], [ALONE_MAX_IMAGES], [ALONE_MAX_IMAGES + 1], [1, 1, 1]]
+    plan = [[1], [LONE_MAX_IMAGES], [LONE_MAX_IMAGES + 1], [1, 1, 1]]
     answers = _run_requests(predict, True, plan, sizes)
     # Alone: on the loop. Too big to stall the loop: the inference thread. Three requests
     # started in the same turn of the loop: none is alone, all three merged in one batch.
     assert threads == ["MainThread", "MainThread", "inference_0", "inference_0"]
-    assert sizes == [1, ALONE_MAX_IMAGES, ALONE_MAX_IMAGES + 1, 3]
+    assert sizes == [1, LONE_MAX_IMAGES, LONE_MAX_IMAGES + 1, 3]
     for counts, round_answers in zip(plan, answers, strict=True):
         assert [len(a) for a in round_answers] == counts
         assert all((a == 2).all() for a in round_answers)
@@ -178,7 +178,7 @@ def test_the_lone_session_serves_only_while_no_other_worker_has_a_request(tmp_pa
     def run(plan: list[list[int]]) -> None:
         _run_requests(
             lambda x: calls.append("batch session") or x, True, plan, [],
-            predict_alone=lambda x: calls.append("lone session") or x, in_flight=this_worker,
+            predict_lone=lambda x: calls.append("lone session") or x, in_flight=this_worker,
         )  # fmt: skip
 
     try:

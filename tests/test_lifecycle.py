@@ -306,7 +306,7 @@ class FakeBackend:
     def predict(self, images):
         return self.output(images)
 
-    def predict_alone(self, images):
+    def predict_lone(self, images):
         return self.output_alone(images)
 
 
@@ -333,16 +333,16 @@ def test_the_smoke_check_refuses_a_lone_request_session_that_disagrees():
         smoke_check(FakeBackend(uniform, skewed))
 
 
-@pytest.mark.parametrize("lone_threads", [1, 2])
-def test_the_lone_request_session_answers_as_the_batch_one(mnist, lone_threads):
+@pytest.mark.parametrize("lone_session_threads", [1, 2])
+def test_the_lone_request_session_answers_as_the_batch_one(mnist, lone_session_threads):
     version_dir = sorted((COMMITTED / "group").iterdir())[-1]
-    _, backend = load_version(version_dir, threads=1, lone_threads=lone_threads)
+    _, backend = load_version(version_dir, threads=1, lone_session_threads=lone_session_threads)
     images = scale_pixels(mnist.test_images[:4])
     for image in images:
         np.testing.assert_allclose(
-            backend.predict_alone(image[None]), backend.predict(image[None]), atol=1e-6
+            backend.predict_lone(image[None]), backend.predict(image[None]), atol=1e-6
         )
-    assert (backend._lone_session is backend._session) == (lone_threads == 1)
+    assert (backend._lone_session is backend._session) == (lone_session_threads == 1)
 
 
 def test_a_broken_new_variant_neither_drops_readiness_nor_becomes_the_default(models, digit_png):

@@ -38,9 +38,9 @@ from service.errors import (
 )
 from service.metrics import Metrics
 from service.repository.registry import ModelRegistry
+from service.repository.variants import LoadedModel
 from service.runtime.backends import BACKENDS
-from service.runtime.model_slots import LoadedModel
-from service.runtime.workers import InFlight
+from service.runtime.in_flight import InFlight
 from service.settings import Settings
 
 SERVER_NAME = "mnist-normalization-serving"

@@ -335,7 +335,7 @@ def _contents(
 
 
 class GrpcServer:
-    """The gRPC front door's lifetime: `start()` in the app's lifespan, `stop()` at its end."""
+    """The gRPC server's lifetime: `start()` in the app's lifespan, `stop()` at its end."""
 
     def __init__(self, dataplane: DataPlane, host: str, port: int, max_message_bytes: int) -> None:
         self._server = grpc.aio.server(

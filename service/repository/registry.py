@@ -25,12 +25,12 @@ from mnist_shared.manifest import list_versions
 from service.errors import Conflict, NotFound, NotReady
 from service.metrics import Metrics
 from service.repository.registry_views import RegistryViews
+from service.repository.variants import LoadedModel, VariantRecord, VersionFailure
 from service.repository.version_policy import VersionPolicy
 from service.runtime.backends import Backend, SavedModelBackend
 from service.runtime.batching import MicroBatcher
+from service.runtime.in_flight import InFlight
 from service.runtime.model_loading import LoadFailed, fingerprint, load_version, smoke_check
-from service.runtime.model_slots import LoadedModel, VariantSlot, VersionFailure
-from service.runtime.workers import InFlight
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class ModelRegistry(RegistryViews):
         # later becomes required once it has served (a broken new export never takes the
         # service down), and the default variant stays the first found at start.
         self._variants = {
-            name: VariantSlot(name, required=True) for name in discover_variants(settings)
+            name: VariantRecord(name, required=True) for name in discover_variants(settings)
         }
         self._first_variant = next(iter(self._variants), "")
         self._retiring: set[LoadedModel] = set()
@@ -62,7 +62,7 @@ class ModelRegistry(RegistryViews):
         """Load what the policy serves, then poll the models directory (unless turned off)."""
         try:
             await self.sync_all()
-        finally:  # whatever failed is in the slots' reasons; polling goes on regardless
+        finally:  # whatever failed is in the records' reasons; polling goes on regardless
             self.loading = False
             logger.info("serving %s", self.readiness()["loaded"] or "nothing")
             if poll and self._settings.model_poll_s > 0:
@@ -82,7 +82,7 @@ class ModelRegistry(RegistryViews):
     async def sync_all(self) -> None:
         if not self._settings.variants:  # a variant directory created since start
             for name in discover_variants(self._settings):
-                self._variants.setdefault(name, VariantSlot(name))
+                self._variants.setdefault(name, VariantRecord(name))
         for name in list(self._variants):
             try:
                 await self.sync(name)
@@ -93,39 +93,39 @@ class ModelRegistry(RegistryViews):
         """Make `variant`'s serving versions match the policy and the files on disk. `load`:
         the repository's load, which also ends an unload (under the lock, after any unload
         queued before it)."""
-        slot = self._variants[variant]
-        async with slot.lock:
+        record = self._variants[variant]
+        async with record.lock:
             if load:
-                slot.unloaded = False
+                record.unloaded = False
             on_disk = list_versions(self._variant_dir(variant))
-            self._forget_stale_failures(slot, on_disk, retry_failed)
-            while not slot.unloaded:
-                wanted = self.policy.select(on_disk, failed=slot.failures)
-                missing = [version for version in wanted if version not in slot.serving]
+            self._forget_stale_failures(record, on_disk, retry_failed)
+            while not record.unloaded:
+                wanted = self.policy.select(on_disk, failed=record.failures)
+                missing = [version for version in wanted if version not in record.serving]
                 if not missing:
                     break
-                await self._load(slot, missing[-1])  # newest first: it is what `latest` serves
-            wanted = [] if slot.unloaded else self.policy.select(on_disk, failed=slot.failures)
-            self._retire(slot, [version for version in slot.serving if version not in wanted])
+                await self._load(record, missing[-1])  # newest first: it is what `latest` serves
+            wanted = [] if record.unloaded else self.policy.select(on_disk, failed=record.failures)
+            self._retire(record, [version for version in record.serving if version not in wanted])
 
     async def load_now(self, variant: str) -> None:
         """The repository's `load`: serve `variant` again, retrying failed versions; LoadFailed
         (with the reason) unless the newest version the policy allows ends up serving."""
         if variant not in self._variants and not self._settings.variants:
             await self.sync_all()  # a variant directory created since the last poll
-        slot = self._known(variant)
+        record = self._known(variant)
         await self.sync(variant, retry_failed=True, load=True)
         wanted = self.policy.select(list_versions(self._variant_dir(variant)))
         if not wanted:
             raise LoadFailed(f"no version of {variant!r} on disk matches the policy {self.policy}")
-        if wanted[-1] not in slot.serving:
-            failure = slot.failures.get(wanted[-1])
+        if wanted[-1] not in record.serving:
+            failure = record.failures.get(wanted[-1])
             reason = failure.reason if failure else "it did not load"
             raise LoadFailed(f"version {wanted[-1]} of {variant!r} is not served: {reason}")
 
     async def unload(self, variant: str) -> None:
         """The repository's `unload`: stop serving `variant` until `load_now` is called."""
-        slot = self._known(variant)
+        record = self._known(variant)
         if self._settings.workers > 1:
             raise Conflict(
                 f"unload would stop {variant!r} in the one of {self._settings.workers} uvicorn "
@@ -133,9 +133,9 @@ class ModelRegistry(RegistryViews):
                 "with replicas), or stop serving it through the files (MNIST_VARIANTS, the "
                 "version policy)."
             )
-        async with slot.lock:
-            slot.unloaded = True
-            self._retire(slot, list(slot.serving))
+        async with record.lock:
+            record.unloaded = True
+            self._retire(record, list(record.serving))
 
     # -- serving ------------------------------------------------------------------------------
 
@@ -158,8 +158,8 @@ class ModelRegistry(RegistryViews):
     def model(self, variant: str, version: int | None = None) -> LoadedModel:
         """The serving model of `variant` (its newest version, or `version`); NotFound /
         NotReady, saying why, otherwise."""
-        slot = self._known(variant)
-        serving = slot.serving
+        record = self._known(variant)
+        serving = record.serving
         if version is not None and version in serving:
             return serving[version]
         if version is not None and serving:
@@ -170,67 +170,67 @@ class ModelRegistry(RegistryViews):
             )
         if serving:
             return serving[max(serving)]
-        raise NotReady(self._why_not_serving(slot))
+        raise NotReady(self._why_not_serving(record))
 
     async def predict(self, model: LoadedModel, backend: str, images: np.ndarray) -> np.ndarray:
-        model.in_flight += 1
+        model.users += 1
         try:
             if backend not in model.batchers:
                 await self._load_savedmodel(model)
             return await model.batchers[backend].predict(images)
         finally:
-            model.in_flight -= 1
+            model.users -= 1
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _known(self, variant: str) -> VariantSlot:
+    def _known(self, variant: str) -> VariantRecord:
         if variant not in self._variants:
             known = ", ".join(sorted(self._variants)) or "none"
             raise NotFound(f"unknown model {variant!r}: served models are {known}.")
         return self._variants[variant]
 
     def _forget_stale_failures(
-        self, slot: VariantSlot, on_disk: list[int], everything: bool
+        self, record: VariantRecord, on_disk: list[int], everything: bool
     ) -> None:
-        for version, failure in list(slot.failures.items()):
-            version_dir = self._variant_dir(slot.name) / str(version)
+        for version, failure in list(record.failures.items()):
+            version_dir = self._variant_dir(record.name) / str(version)
             if everything or version not in on_disk or fingerprint(version_dir) != failure.files:
-                del slot.failures[version]
+                del record.failures[version]
 
-    async def _load(self, slot: VariantSlot, version: int) -> None:
-        version_dir = self._variant_dir(slot.name) / str(version)
+    async def _load(self, record: VariantRecord, version: int) -> None:
+        version_dir = self._variant_dir(record.name) / str(version)
         files = fingerprint(version_dir)
-        slot.loading.add(version)
+        record.loading.add(version)
         try:
             threads = self._settings.inference_threads
             manifest, backend = await asyncio.to_thread(
                 load_version, version_dir, threads, self._settings.lone_session_threads
             )
         except LoadFailed as error:
-            slot.failures[version] = VersionFailure(str(error), files)
-            self._metrics.load_failures.labels(variant=slot.name).inc()
-            logger.error("refused %s version %d: %s", slot.name, version, error)
+            record.failures[version] = VersionFailure(str(error), files)
+            self._metrics.load_failures.labels(variant=record.name).inc()
+            logger.error("refused %s version %d: %s", record.name, version, error)
             return
         finally:
-            slot.loading.discard(version)
-        model = LoadedModel(slot.name, version_dir, manifest)
+            record.loading.discard(version)
+        model = LoadedModel(record.name, version_dir, manifest)
         self._add_batcher(model, backend)
-        slot.serving = {**slot.serving, version: model}  # the swap: one assignment
-        slot.required = True
-        logger.info("serving %s version %d (onnx) from %s", slot.name, version, version_dir)
+        record.serving = {**record.serving, version: model}  # the swap: one assignment
+        record.required = True
+        logger.info("serving %s version %d (onnx) from %s", record.name, version, version_dir)
 
-    def _retire(self, slot: VariantSlot, versions: list[int]) -> None:
+    def _retire(self, record: VariantRecord, versions: list[int]) -> None:
         if not versions:
             return
-        retired = [slot.serving[version] for version in versions]
-        slot.serving = {v: m for v, m in slot.serving.items() if v not in versions}
+        retired = [record.serving[version] for version in versions]
+        record.serving = {v: m for v, m in record.serving.items() if v not in versions}
         for model in retired:
             logger.info("retiring %s version %d", model.variant, model.version)
             self._retiring.add(model)
             self._spawn(self._stop_when_idle(model))
 
     async def _stop_when_idle(self, model: LoadedModel) -> None:
-        await model.stop_when_idle()
+        await model.stop_when_unused()
         self._retiring.discard(model)
 
     def _spawn(self, coroutine: Any) -> None:
@@ -247,8 +247,8 @@ class ModelRegistry(RegistryViews):
                 logger.exception("polling %s failed", self._settings.models_dir)
 
     async def _load_savedmodel(self, model: LoadedModel) -> None:
-        slot = self._variants[model.variant]
-        async with slot.lock:
+        record = self._variants[model.variant]
+        async with record.lock:
             if SavedModelBackend.name in model.batchers:
                 return
             try:
@@ -269,13 +269,13 @@ class ModelRegistry(RegistryViews):
         batcher = MicroBatcher(
             backend.predict,
             self._executor,
-            predict_alone=backend.predict_alone,
+            predict_lone=backend.predict_lone,
             max_batch_size=self._settings.max_batch_size,
             max_wait_s=self._settings.max_batch_wait_ms / 1000,
             on_batch=self._metrics.batch_size.labels(**labels).observe,
             on_queue_change=self._metrics.queue_depth.labels(**labels).inc,
             in_flight=self._in_flight,
-            inline_when_alone=self._settings.inline_lone_requests,
+            inline_lone_requests=self._settings.inline_lone_requests,
             name=f"{model.variant}/{model.version}/{backend.name}",
         )
         batcher.start()

@@ -7,27 +7,27 @@ from pathlib import Path
 from typing import Any
 
 from mnist_shared.manifest import list_versions
-from service.runtime.model_slots import VariantSlot
+from service.repository.variants import VariantRecord
 from service.settings import Settings
 
 
 class RegistryViews:
     _settings: Settings
-    _variants: dict[str, VariantSlot]
+    _variants: dict[str, VariantRecord]
     loading: bool
 
     @property
     def variants(self) -> list[str]:
         """The variants meant to be served (every known one except those unloaded)."""
-        return [name for name, slot in sorted(self._variants.items()) if not slot.unloaded]
+        return [name for name, record in sorted(self._variants.items()) if not record.unloaded]
 
     @property
     def ready(self) -> bool:
         """Loaded, something serving, and every required variant not unloaded serving."""
-        slots = [self._variants[name] for name in self.variants]
-        required = [slot for slot in slots if slot.required]
-        serving = any(slot.serving for slot in slots)
-        return not self.loading and serving and all(slot.serving for slot in required)
+        records = [self._variants[name] for name in self.variants]
+        required = [record for record in records if record.required]
+        serving = any(record.serving for record in records)
+        return not self.loading and serving and all(record.serving for record in required)
 
     def readiness(self) -> dict[str, Any]:
         errors = {
@@ -37,7 +37,7 @@ class RegistryViews:
         }
         if not self._variants:
             errors["models"] = self.no_models_message()
-        loaded = {name: slot.latest() for name, slot in sorted(self._variants.items())}
+        loaded = {name: record.latest() for name, record in sorted(self._variants.items())}
         return {
             "ready": self.ready,
             "loading": self.loading,
@@ -54,12 +54,12 @@ class RegistryViews:
     def index(self) -> list[dict[str, Any]]:
         """Every variant's versions on disk (and loaded), each with its state."""
         rows = []
-        for name, slot in sorted(self._variants.items()):
-            on_disk = set(list_versions(self._variant_dir(name))) | slot.serving.keys()
+        for name, record in sorted(self._variants.items()):
+            on_disk = set(list_versions(self._variant_dir(name))) | record.serving.keys()
             for version in sorted(on_disk):
-                row = {"name": name, "version": version, "state": slot.state(version)}
-                if version in slot.failures:
-                    row["reason"] = slot.failures[version].reason
+                row = {"name": name, "version": version, "state": record.state(version)}
+                if version in record.failures:
+                    row["reason"] = record.failures[version].reason
                 rows.append(row)
         return rows
 
@@ -67,7 +67,7 @@ class RegistryViews:
         """Per variant: its versions with their states, and the newest serving one's spec."""
         index = self.index()
         described = []
-        for name, slot in sorted(self._variants.items()):
+        for name, record in sorted(self._variants.items()):
             entry: dict[str, Any] = {
                 "variant": name,
                 "versions": [
@@ -75,31 +75,31 @@ class RegistryViews:
                     for row in index
                     if row["name"] == name
                 ],
-                "loaded": bool(slot.serving),
-                "unloaded": slot.unloaded,
+                "loaded": bool(record.serving),
+                "unloaded": record.unloaded,
             }
-            if (model := slot.latest()) is not None:
+            if (model := record.latest()) is not None:
                 entry |= model.description()
             else:
-                entry["error"] = self._why_not_serving(slot)
+                entry["error"] = self._why_not_serving(record)
             described.append(entry)
         return described
 
     def _variant_dir(self, variant: str) -> Path:
         return self._settings.models_dir / variant
 
-    def _why_not_serving(self, slot: VariantSlot) -> str:
-        if slot.unloaded:
+    def _why_not_serving(self, record: VariantRecord) -> str:
+        if record.unloaded:
             return (
-                f"model {slot.name!r} is unloaded; load it with "
-                f"POST /v2/repository/models/{slot.name}/load."
+                f"model {record.name!r} is unloaded; load it with "
+                f"POST /v2/repository/models/{record.name}/load."
             )
-        if self.loading or slot.loading:
-            return f"model {slot.name!r} is still loading; retry in a few seconds."
-        if slot.failures:
-            newest = max(slot.failures)
+        if self.loading or record.loading:
+            return f"model {record.name!r} is still loading; retry in a few seconds."
+        if record.failures:
+            newest = max(record.failures)
             return (
-                f"model {slot.name!r} failed to load: version {newest}: "
-                f"{slot.failures[newest].reason}"
+                f"model {record.name!r} failed to load: version {newest}: "
+                f"{record.failures[newest].reason}"
             )
-        return self.no_models_message(self._variant_dir(slot.name))
+        return self.no_models_message(self._variant_dir(record.name))

@@ -25,25 +25,27 @@ class Backend(Protocol):
 
     def predict(self, images: np.ndarray) -> np.ndarray: ...
 
-    def predict_alone(self, images: np.ndarray) -> np.ndarray: ...
+    def predict_lone(self, images: np.ndarray) -> np.ndarray: ...
 
 
 class OnnxBackend:
     """One onnxruntime session of `threads` threads for batches (the inference thread), and
-    for lone requests a second one of `lone_threads` that splits each operator over the
+    for lone requests a second one of `lone_session_threads` that splits each operator over the
     machine's idle cores. Its pool threads spin while a run is on (no wake-up between the
     model's operators) and stop the moment it returns, so an idle service burns no CPU."""
 
     name = "onnx"
 
     def __init__(
-        self, version_dir: Path, manifest: Manifest, threads: int, lone_threads: int = 1
+        self, version_dir: Path, manifest: Manifest, threads: int, lone_session_threads: int = 1
     ) -> None:
         verify_artifacts(version_dir, manifest, only=[manifest.onnx_file])
         model_file = version_dir / manifest.onnx_file
         self._session = _onnx_session(model_file, threads)
         self._lone_session = (
-            _onnx_session(model_file, lone_threads) if lone_threads > 1 else self._session
+            _onnx_session(model_file, lone_session_threads)
+            if lone_session_threads > 1
+            else self._session
         )
         self._input = manifest.input.name
         self._output = manifest.output.name
@@ -51,7 +53,7 @@ class OnnxBackend:
     def predict(self, images: np.ndarray) -> np.ndarray:
         return self._session.run([self._output], {self._input: images})[0]
 
-    def predict_alone(self, images: np.ndarray) -> np.ndarray:
+    def predict_lone(self, images: np.ndarray) -> np.ndarray:
         return self._lone_session.run([self._output], {self._input: images})[0]
 
 
@@ -94,7 +96,7 @@ class SavedModelBackend:
         outputs = self._signature(**{self._input: self._tf.constant(images)})
         return outputs[self._output].numpy()
 
-    predict_alone = predict  # TensorFlow schedules its own threads
+    predict_lone = predict  # TensorFlow schedules its own threads
 
 
 BACKENDS: dict[str, type[OnnxBackend] | type[SavedModelBackend]] = {

@@ -10,9 +10,9 @@ ones that fail again get `InferenceFailed`.
 
 A small request that finds the service otherwise idle (nothing queued or running here, no
 other request in flight, even after one turn of the event loop) is inferred at once on the
-event loop (`inline_when_alone`). A lone client waits for its own inference either way; this
+event loop (`inline_lone_requests`). A lone client waits for its own inference either way; this
 way it does not also wait for the collector task and two thread hand-offs. When the other
-workers are quiet too (`InFlight.siblings_quiet`), it runs on `predict_alone`, which may spread
+workers are quiet too (`InFlight.other_workers_quiet`), it runs on `predict_lone`, which may spread
 the model over the idle cores.
 """
 
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.errors import InferenceFailed
-from service.runtime.workers import InFlight
+from service.runtime.in_flight import InFlight
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ Predict = Callable[[np.ndarray], np.ndarray]
 
 # The most images a lone request may have inferred on the event loop, which stalls for their
 # inference; a bigger one goes to the inference thread, keeping the loop free meanwhile.
-ALONE_MAX_IMAGES = 4
+LONE_MAX_IMAGES = 4
 
 
 @dataclass
@@ -56,13 +56,13 @@ class MicroBatcher:
         on_batch: Callable[[int], None] = lambda size: None,
         on_queue_change: Callable[[int], None] = lambda delta: None,
         in_flight: InFlight | None = None,
-        inline_when_alone: bool = False,
-        predict_alone: Predict | None = None,
+        inline_lone_requests: bool = False,
+        predict_lone: Predict | None = None,
         name: str = "model",
     ) -> None:
         self._predict = predict
-        self._predict_alone = predict_alone or predict
-        self._inline_when_alone = inline_when_alone
+        self._predict_lone = predict_lone or predict
+        self._inline_lone_requests = inline_lone_requests
         self._executor = executor
         self._max_batch_size = max_batch_size
         self._max_wait_s = max_wait_s
@@ -94,10 +94,10 @@ class MicroBatcher:
         _fail(drained, "the service is shutting down; retry on another replica")
 
     async def predict(self, images: np.ndarray) -> np.ndarray:
-        """Probabilities for `images`: on the event loop when alone, else in the inference
+        """Probabilities for `images`: on the event loop when lone, else in the inference
         thread, by themselves (batching off) or merged with other requests."""
-        if len(images) <= ALONE_MAX_IMAGES and await self._alone():
-            return self._run_alone(images)
+        if len(images) <= LONE_MAX_IMAGES and await self._is_lone():
+            return self._run_lone(images)
         if not self.enabled:
             self._on_batch(len(images))
             return await self._run_in_executor(images)
@@ -130,11 +130,11 @@ class MicroBatcher:
             size += len(pending.images)
         return batch
 
-    async def _alone(self) -> bool:
+    async def _is_lone(self) -> bool:
         """Whether this request has the service to itself. Requests whose bytes arrived
         together are started in the same turn of the event loop: one yield lets them count
         themselves in flight before this one decides."""
-        if not self._inline_when_alone or not self._idle() or self._others_on_the_way():
+        if not self._inline_lone_requests or not self._idle() or self._others_on_the_way():
             return False
         await asyncio.sleep(0)
         return self._idle() and not self._others_on_the_way()
@@ -142,12 +142,12 @@ class MicroBatcher:
     def _idle(self) -> bool:
         return not self._running and self._carry is None and self._queue.empty()
 
-    def _run_alone(self, images: np.ndarray) -> np.ndarray:
+    def _run_lone(self, images: np.ndarray) -> np.ndarray:
         self._on_batch(len(images))
         # Only while the sibling workers are quiet: their requests need the other cores.
-        alone_in_service = self._in_flight is not None and self._in_flight.siblings_quiet()
+        lone_in_service = self._in_flight is not None and self._in_flight.other_workers_quiet()
         try:
-            return (self._predict_alone if alone_in_service else self._predict)(images)
+            return (self._predict_lone if lone_in_service else self._predict)(images)
         except Exception as error:
             raise self._failure(error, images) from error
 
@@ -168,7 +168,7 @@ class MicroBatcher:
             if len(live) == 1:
                 _fail(live, error.message)
             else:
-                await self._run_each_alone(live)
+                await self._run_each_separately(live)
             return
         except asyncio.CancelledError:
             _fail(live, "the service is shutting down; retry on another replica")
@@ -180,7 +180,7 @@ class MicroBatcher:
                 pending.future.set_result(probabilities[start:end])
             start = end
 
-    async def _run_each_alone(self, batch: list[_Pending]) -> None:
+    async def _run_each_separately(self, batch: list[_Pending]) -> None:
         """After a merged batch failed: each request once more on its own, so that one bad
         request fails alone instead of taking its neighbours down with it."""
         for pending in batch:

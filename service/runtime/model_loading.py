@@ -39,10 +39,11 @@ def fingerprint(version_dir: Path) -> Fingerprint:
 
 
 def load_version(
-    version_dir: Path, threads: int, lone_threads: int = 1
+    version_dir: Path, threads: int, lone_session_threads: int = 1
 ) -> tuple[Manifest, Backend]:
     """The version's manifest and its verified, smoke-checked ONNX backend (sessions of
-    `threads` and `lone_threads` threads, see `OnnxBackend`); LoadFailed saying why otherwise."""
+    `threads` and `lone_session_threads` threads, see `OnnxBackend`); LoadFailed saying why
+    otherwise."""
     try:
         manifest = Manifest.read(version_dir)
     except (OSError, ValidationError, ValueError) as error:
@@ -56,7 +57,7 @@ def load_version(
         # Every path up front, the SavedModel's too: a manifest pointing outside its version is
         # refused as a whole, not only once someone asks for the TensorFlow backend.
         check_paths(version_dir, manifest)
-        backend = OnnxBackend(version_dir, manifest, threads, lone_threads)
+        backend = OnnxBackend(version_dir, manifest, threads, lone_session_threads)
     except ValueError as error:  # verify_artifacts: unlisted, missing, outside, sha256 mismatch
         raise LoadFailed(str(error)) from None
     except Exception as error:  # onnxruntime's own errors share no base class
@@ -73,7 +74,7 @@ def smoke_check(backend: Backend) -> None:
     images = _smoke_images()
     try:
         probabilities = np.asarray(backend.predict(images))
-        alone = np.asarray(backend.predict_alone(images[:1]))
+        lone = np.asarray(backend.predict_lone(images[:1]))
     except Exception as error:
         raise LoadFailed(f"smoke check: inference raised {_first_line(error)}") from None
     if probabilities.shape != (len(images), 10):
@@ -88,7 +89,7 @@ def smoke_check(backend: Backend) -> None:
             f"smoke check: rows are not probability distributions (row sums {sums.min():.4f}"
             f"..{sums.max():.4f}, expected 1)"
         )
-    if alone.shape != (1, 10) or not np.allclose(alone, probabilities[:1], atol=1e-5):
+    if lone.shape != (1, 10) or not np.allclose(lone, probabilities[:1], atol=1e-5):
         raise LoadFailed("smoke check: the lone-request session disagrees with the batch one")
 
 

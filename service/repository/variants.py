@@ -23,14 +23,14 @@ class LoadedModel:
     version_dir: Path
     manifest: Manifest
     batchers: dict[str, MicroBatcher] = field(default_factory=dict)
-    in_flight: int = 0  # requests using this version now; it retires when they are done
+    users: int = 0  # requests using this version now; it retires when they are done
 
     @property
     def version(self) -> int:
         return self.manifest.version
 
-    async def stop_when_idle(self) -> None:
-        while self.in_flight:
+    async def stop_when_unused(self) -> None:
+        while self.users:
             await asyncio.sleep(_RETIRE_POLL_S)
         await self.stop()
 
@@ -59,7 +59,7 @@ class VersionFailure:
 
 
 @dataclass
-class VariantSlot:
+class VariantRecord:
     name: str
     serving: dict[int, LoadedModel] = field(default_factory=dict)  # replaced, never mutated
     loading: set[int] = field(default_factory=set)

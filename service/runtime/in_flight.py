@@ -1,4 +1,4 @@
-"""Worker processes: how many to run, and what they tell each other while they run.
+"""The requests in flight: what a worker tells its siblings while it runs.
 
 `InFlight` counts the prediction requests a worker is handling. With several workers each also
 publishes its count on an `InFlightBoard`, a small file every worker maps, so that a worker can
@@ -22,22 +22,7 @@ _BOARD_BYTES = BOARD_SLOTS * 2 * 8  # a count and a time (int64 each) per slot
 # A sibling worker active this recently is taken to be serving a client whose next request
 # may come at any moment: a lone request then keeps to one core rather than contend with it
 # (a thread of a split inference preempted mid-operator stalls the whole run).
-SIBLINGS_QUIET_S = 0.01
-
-
-def available_cpus() -> int:
-    """CPUs this process may use: its CPU affinity, capped by the cgroup v2 quota (what
-    `docker run --cpus` and Kubernetes CPU limits set), at least 1. One worker per CPU is the
-    default: on a 2-core machine two workers served more requests than one
-    (docs/performance-log.md)."""
-    cpus = len(os.sched_getaffinity(0))
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            cpus = min(cpus, int(quota) // int(period))
-    except (OSError, ValueError):
-        pass
-    return max(1, cpus)
+OTHER_WORKERS_QUIET_S = 0.01
 
 
 class InFlightBoard:
@@ -112,10 +97,10 @@ class InFlight:
         if self._board is not None:
             self._board.publish(self.count)
 
-    def siblings_quiet(self) -> bool:
+    def other_workers_quiet(self) -> bool:
         """No other worker is serving or has just served a request (true for a single
         worker): the machine's other cores are idle."""
-        return self._board is None or self._board.others_quiet(SIBLINGS_QUIET_S)
+        return self._board is None or self._board.others_quiet(OTHER_WORKERS_QUIET_S)
 
     def close(self) -> None:
         if self._board is not None:
