@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from service import __version__
 from service.dataplane.dataplane import DataPlane
 from service.draining import Arrivals, drain_on_sigterm
 from service.errors import ServiceError
@@ -87,7 +88,7 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
 
     app = FastAPIOffline(  # FastAPI with /docs and /redoc assets served locally
         title="MNIST digit classifier",
-        version="1.0.0",
+        version=__version__,
         description="Digit predictions from three CNNs that differ only in their normalization "
         "(group, instance, layer), served from ONNX (or TensorFlow SavedModel).",
         lifespan=lifespan,

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from mnist_shared.preprocessing import IMAGE_SIZE, scale_pixels
+from service import __version__
 from service.dataplane.admission import Admission
 from service.dataplane.decode_work import decode_files
 from service.dataplane.decoding import ImagePayload, Limits
@@ -44,7 +45,7 @@ from service.runtime.in_flight import InFlight
 from service.settings import Settings
 
 SERVER_NAME = "mnist-normalization-serving"
-SERVER_VERSION = "1.0.0"
+SERVER_VERSION = __version__
 
 
 class DataPlane:

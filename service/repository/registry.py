@@ -24,7 +24,7 @@ import numpy as np
 from mnist_shared.manifest import list_versions
 from service.errors import Conflict, NotFound, NotReady
 from service.metrics import Metrics
-from service.repository.registry_views import RegistryViews
+from service.repository.registry_state import RegistryState
 from service.repository.variants import LoadedModel, VariantRecord, VersionFailure
 from service.repository.version_policy import VersionPolicy
 from service.runtime.backends import Backend, SavedModelBackend
@@ -36,25 +36,17 @@ from service.settings import Settings
 logger = logging.getLogger(__name__)
 
 
-class ModelRegistry(RegistryViews):
+class ModelRegistry(RegistryState):
     def __init__(
         self, settings: Settings, metrics: Metrics, executor: Executor, in_flight: InFlight
     ) -> None:
-        self._settings = settings
+        super().__init__(settings, discover_variants(settings))
         self._metrics = metrics
         self._executor = executor
         self._in_flight = in_flight
         self.policy = VersionPolicy.parse(settings.version_policy)
-        # The variants found at start must serve for the service to be ready; one that appears
-        # later becomes required once it has served (a broken new export never takes the
-        # service down), and the default variant stays the first found at start.
-        self._variants = {
-            name: VariantRecord(name, required=True) for name in discover_variants(settings)
-        }
-        self._first_variant = next(iter(self._variants), "")
         self._retiring: set[LoadedModel] = set()
         self._background: set[asyncio.Task[None]] = set()
-        self.loading = True  # until the first sync has finished
 
     # -- lifecycle ----------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
-"""What the model registry shows: readiness, the repository index and `/models`, and why a
-variant is not serving. A base class of `ModelRegistry`, which owns the state it reads."""
+"""The model registry's state, a record per variant, and what it shows: readiness, the
+repository index and `/models`, and why a variant is not serving. `ModelRegistry` builds on it
+and is the only one to change it."""
 
 from __future__ import annotations
 
@@ -11,10 +12,15 @@ from service.repository.variants import VariantRecord
 from service.settings import Settings
 
 
-class RegistryViews:
-    _settings: Settings
-    _variants: dict[str, VariantRecord]
-    loading: bool
+class RegistryState:
+    def __init__(self, settings: Settings, variants: list[str]) -> None:
+        self._settings = settings
+        # The variants found at start must serve for the service to be ready; one that
+        # appears later becomes required once it has served (a broken new export never takes
+        # the service down), and the default variant stays the first found at start.
+        self._variants = {name: VariantRecord(name, required=True) for name in variants}
+        self._first_variant = next(iter(self._variants), "")
+        self.loading = True  # until the first sync has finished
 
     @property
     def variants(self) -> list[str]:
