@@ -54,16 +54,16 @@ train: $(VENV)/.dev-installed
 # Every benchmark runs even when an earlier one misses its target; the status says if any did.
 bench: $(VENV)/.dev-installed $(RAY_VENV)/.installed
 	status=0; \
-	$(BIN)/python benchmarks/layer_train_step.py || status=1; \
-	$(BIN)/python benchmarks/normalization_cost.py || status=1; \
-	$(BIN)/python benchmarks/batch_size.py || status=1; \
-	$(BIN)/python benchmarks/http_load.py || status=1; \
-	$(BIN)/python benchmarks/overload.py || status=1; \
-	$(BIN)/python benchmarks/soak.py || status=1; \
-	$(BIN)/python benchmarks/hostile.py || status=1; \
-	$(BIN)/python benchmarks/preprocessing_cost.py || status=1; \
-	$(BIN)/python benchmarks/realworld_accuracy.py || status=1; \
-	$(BIN)/python benchmarks/ray_scaling.py --ray-venv $(RAY_VENV) || status=1; \
+	$(BIN)/python -m benchmarks.layer_train_step || status=1; \
+	$(BIN)/python -m benchmarks.normalization_cost || status=1; \
+	$(BIN)/python -m benchmarks.batch_size || status=1; \
+	$(BIN)/python -m benchmarks.http_load || status=1; \
+	$(BIN)/python -m benchmarks.overload || status=1; \
+	$(BIN)/python -m benchmarks.soak || status=1; \
+	$(BIN)/python -m benchmarks.hostile || status=1; \
+	$(BIN)/python -m benchmarks.preprocessing_cost || status=1; \
+	$(BIN)/python -m benchmarks.realworld_accuracy || status=1; \
+	$(BIN)/python -m benchmarks.ray_scaling --ray-venv $(RAY_VENV) || status=1; \
 	exit $$status
 
 # The Open Inference Protocol's gRPC stubs, committed; a test checks they match the .proto.

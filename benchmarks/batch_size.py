@@ -6,7 +6,7 @@ hits all alike, best of `--rounds` kept, and prints the time per image. On a CPU
 image falls at first (fewer calls, wider matrix products) and then rises again once a batch's
 activations no longer fit in the caches.
 
-    python benchmarks/batch_size.py [--variant group] [--rounds 5]
+    python -m benchmarks.batch_size [--variant group] [--rounds 5]
 
 Exits 1 when the service's default batch size costs more than 1.1x the cheapest size per image.
 """
@@ -18,14 +18,12 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from mnist_shared.manifest import Manifest, latest_version  # noqa: E402
-from service.runtime.backends import OnnxBackend  # noqa: E402
-from service.settings import Settings  # noqa: E402
+from devtools import REPO_ROOT
+from mnist_shared.manifest import Manifest, latest_version
+from service.runtime.backends import OnnxBackend
+from service.settings import Settings
 
 SIZES = (1, 2, 4, 8, 16, 32, 64)
 TARGET = 1.1  # the default's cost per image / the cheapest size's
@@ -52,7 +50,7 @@ def per_image_us(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", default="group")
-    parser.add_argument("--models-dir", type=Path, default=ROOT / "models")
+    parser.add_argument("--models-dir", type=Path, default=REPO_ROOT / "models")
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     variant_dir = args.models_dir / args.variant

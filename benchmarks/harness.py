@@ -3,18 +3,12 @@ its memory and CPU time, and wrk runs whose Lua script counts answers by status.
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
 
 # wrk script: requests read from a tab-separated list (path, content type, body file) and sent
 # in turn; answers counted by status in every thread; percentiles printed at the end.
@@ -93,87 +87,6 @@ def wrk_missing() -> bool:
     return True
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def sample_png(data_dir: str | None) -> bytes:
-    import numpy as np
-    from PIL import Image
-
-    if data_dir:
-        from training.data import load_idx_directory
-
-        digit = load_idx_directory(data_dir).test_images[0]
-    else:  # a synthetic "1" when no MNIST copy is around
-        digit = np.zeros((28, 28), np.uint8)
-        digit[4:24, 13:16] = 255
-    buffer = io.BytesIO()
-    Image.fromarray(digit).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def start_service(port: int, models_dir: Path, **env: str) -> subprocess.Popen:
-    """`python -m service` (the container's command) with one worker, gRPC off, until ready:
-    the CPU and memory figures of the benchmarks that use it are read from that one process."""
-    variables = {
-        **os.environ,
-        "MNIST_HOST": "127.0.0.1",
-        "MNIST_PORT": str(port),
-        "MNIST_GRPC_PORT": "0",
-        "MNIST_WORKERS": "1",
-        "MNIST_MODELS_DIR": str(models_dir),
-        "MNIST_LOG_LEVEL": "warning",
-        **env,
-    }
-    server = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=variables)
-    wait_for(port, "/health/ready", server)
-    return server
-
-
-def wait_for(port: int, path: str, process: subprocess.Popen, answers: int = 1) -> None:
-    """Until `answers` requests in a row succeed (several: every worker has loaded)."""
-    deadline, streak = time.monotonic() + 90, 0
-    while time.monotonic() < deadline and streak < answers:
-        if process.poll() is not None:
-            raise RuntimeError(f"server on port {port} exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1):
-                streak += 1
-        except OSError:
-            streak = 0
-            time.sleep(0.2)
-    if streak < answers:
-        process.kill()
-        raise RuntimeError(f"server on port {port} did not answer {path} within 90 s")
-
-
-def rss_mb(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-
-
-def multipart(images: list[bytes], content_type: str = "image/png") -> tuple[bytes, str]:
-    """A multipart/form-data body of parts named `file`, and its Content-Type."""
-    boundary = "mnistbenchboundary"
-    parts = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{i}"\r\n'
-        f"Content-Type: {content_type}\r\n\r\n".encode()
-        + data
-        + b"\r\n"
-        for i, data in enumerate(images)
-    ]
-    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
-    return body, f"multipart/form-data; boundary={boundary}"
-
-
 def write_requests(directory: Path, name: str, requests: list[tuple[str, str, bytes]]) -> Path:
     """The request list WRK_MIXED reads: (path, content type, body) each, bodies as files."""
     lines = []
@@ -210,26 +123,3 @@ def run_wrk_mixed(
         "p99": fields["p99"] / 1000,
         "served_p99": fields["served_p99"] / 1000,
     }
-
-
-def settled_cpu(pid: int) -> float:
-    """The worker's CPU seconds once they stop growing (its threads have finished)."""
-    last = cpu_seconds(pid)
-    while True:
-        time.sleep(0.25)
-        now = cpu_seconds(pid)
-        if now - last < 0.01:
-            return now
-        last = now
-
-
-def progressive_jpeg(side: int, scans: int) -> bytes:
-    """A progressive JPEG with its last scan repeated up to `scans` scans (libjpeg walks
-    every block of the picture once per scan)."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new("L", (side, side), 200).save(buffer, "JPEG", progressive=True)
-    data = buffer.getvalue()
-    last = data[[m.start() for m in re.finditer(rb"\xff\xda", data)][-1] : -2]
-    return data[:-2] + last * (scans - 6) + b"\xff\xd9"

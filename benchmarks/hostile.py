@@ -2,7 +2,7 @@
 class of attack, the event loop's worst lag, the CPU the service spends per hostile request,
 its peak RSS, and a light client's p99 while the attack runs.
 
-    python benchmarks/hostile.py [--duration 4] [--data-dir ../shared/data/mnist]
+    python -m benchmarks.hostile [--duration 4] [--data-dir ../shared/data/mnist]
 
 Per class: the attack alone first (its requests' statuses and the worker's CPU per request,
 read from /proc until the CPU stops growing), then again for `--duration` seconds (each
@@ -37,20 +37,10 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.harness import (  # noqa: E402
-    cpu_seconds,
-    free_port,
-    multipart,
-    progressive_jpeg,
-    rss_mb,
-    sample_png,
-    settled_cpu,
-    start_service,
-    wrk_missing,
-)
+from benchmarks.harness import wrk_missing
+from devtools import REPO_ROOT
+from devtools.payloads import multipart, progressive_jpeg, sample_png
+from devtools.servers import cpu_seconds, free_port, rss_mb, settled_cpu, start_service
 
 # CPU: a request at the pixel limits (three 16-megapixel pictures) costs about a second.
 MAX_LAG_MS, MAX_CPU_S, MAX_RSS_MB, MAX_LIGHT_P99_MS = 50.0, 1.5, 1024.0, 100.0
@@ -219,7 +209,7 @@ def main() -> int:
     if wrk_missing():
         return 2
     port, misses = free_port(), []
-    server = start_service(port, ROOT / "models")
+    server = start_service(port, REPO_ROOT / "models")
     try:
         with tempfile.TemporaryDirectory() as scratch:
             target = Target(port, server.pid, args.duration, Path(scratch))

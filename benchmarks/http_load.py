@@ -10,7 +10,7 @@ measured on the service: `variant=all` (three models a request), the Open Infere
 `/v2/models/group/infer` with binary tensors (1 and 8 images a request, wrk) and gRPC
 `ModelInfer` (1 image, h2load from Debian's `nghttp2-client`, which reports mean latency only).
 
-    python benchmarks/http_load.py [--duration 8] [--rounds 2] [--peer ../shared/bench/naive_peer.py]
+    python -m benchmarks.http_load [--duration 8] [--rounds 2] [--peer ../shared/bench/naive_peer.py]
 
 Prints every row and the ratio table against the issue's targets; exits 1 on a miss. Needs wrk
 (Debian package `wrk`): Python load generators saturate before the server on small machines.
@@ -31,11 +31,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.harness import free_port, sample_png, wait_for, wrk_missing  # noqa: E402
-from service.runtime.cpus import available_cpus  # noqa: E402
+from benchmarks.harness import wrk_missing
+from devtools import REPO_ROOT
+from devtools.payloads import sample_png
+from devtools.servers import free_port, wait_for
+from service.runtime.cpus import available_cpus
 
 WRK_SCRIPT = """
 wrk.method = "POST"
@@ -58,7 +58,7 @@ LONE_CLIENT_SLICES = 3  # each round's 1-client runs, split in alternating slice
 # Targets (issue "HTTP hot path"): ratios to the peers measured in the same run.
 TARGET_VS_INLINE, TARGET_VS_THREAD, TARGET_P99_MS = 2.0, 1.5, 60.0
 TARGET_LONE_P50, TARGET_ALL_VS_THREAD = 1.1, 0.6
-DEFAULT_PEER = ROOT.parent / "shared" / "bench" / "naive_peer.py"
+DEFAULT_PEER = REPO_ROOT.parent / "shared" / "bench" / "naive_peer.py"
 
 
 def start_server(port: int, grpc_port: int, models_dir: Path, workers: int = 0) -> subprocess.Popen:
@@ -74,7 +74,7 @@ def start_server(port: int, grpc_port: int, models_dir: Path, workers: int = 0) 
         # 64 clients x 8 images would otherwise pass the default bound of 256 queued images.
         "MNIST_MAX_QUEUED_IMAGES": "100000",
     }
-    server = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env)
+    server = subprocess.Popen([sys.executable, "-m", "service"], cwd=REPO_ROOT, env=env)
     wait_for(port, "/health/ready", server, answers=8 * (workers or available_cpus()))
     return server
 
@@ -298,7 +298,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds, best kept")
-    parser.add_argument("--models-dir", type=Path, default=ROOT / "models")
+    parser.add_argument("--models-dir", type=Path, default=REPO_ROOT / "models")
     parser.add_argument("--peer", type=Path, default=DEFAULT_PEER, help="naive_peer.py")
     parser.add_argument(
         "--workers", type=int, default=0, help="the service's uvicorn workers; 0: its default"

@@ -3,7 +3,7 @@
 Same shapes, same weights, one run, interleaved: for each layer a tf.function (optionally
 XLA-compiled) that runs forward, backward and an SGD update, timed as the median over rounds.
 
-    python benchmarks/layer_train_step.py [--jit] [--rounds 30]
+    python -m benchmarks.layer_train_step [--jit] [--rounds 30]
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from training.layers import (
     GroupNormalization,
     InstanceNormalization,

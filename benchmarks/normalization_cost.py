@@ -13,7 +13,7 @@ one alike, costs at least that: the conversion out of the layout and back, and o
 reads and writes the tensor (a normalization needs a second, for its statistics). A model near
 its floor has no overhead left that a graph rewrite can remove.
 
-    python benchmarks/normalization_cost.py [--models-dir models] [--compare-plain]
+    python -m benchmarks.normalization_cost [--models-dir models] [--compare-plain]
 
 The committed models are used for the default architecture where present; the tutorial
 network is built with seeded random weights (timing does not depend on training).
@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 import onnxruntime as ort
@@ -69,7 +68,7 @@ def twin_of(model, variant: str, arch: str):  # noqa: ANN001, ANN201
 def export_all(model: Any, variant: str, arch: str, tmp: Path, plain: bool) -> dict[str, Path]:
     """ONNX files of the twin, its floor, the model and (if asked) tf2onnx's plain graph."""
     from training.export import convert_to_onnx
-    from training.onnx_rewrite import norm_specs
+    from training.onnx.rewrite import norm_specs
 
     paths = {name: tmp / f"{arch}-{variant}-{name}.onnx" for name in ("twin", "floor", "model")}
     convert_to_onnx(twin_of(model, variant, arch), paths["twin"])
@@ -86,7 +85,7 @@ def floor_of(twin_path: Path, conv_names: list[str], path: Path) -> None:
     that feeds it, or after that convolution's ReLU (onnxruntime fuses the two)."""
     import onnx
 
-    from training.onnx_graph import scope_node, topological_sort
+    from training.onnx.graph import scope_node, topological_sort
 
     model = onnx.load(str(twin_path))
     graph = model.graph

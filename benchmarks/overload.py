@@ -11,7 +11,7 @@ is read from that one process; the container runs one per CPU).
    request (measured with the heavy clients alone) and the light clients' p50/p99 before and
    during.
 
-    python benchmarks/overload.py [--duration 15]
+    python -m benchmarks.overload [--duration 15]
 
 Exits 1 when a target is missed: served p99 <= 1 s under shedding; <= 1.5 s CPU per heavy
 request; light clients' p99 during <= 3x their p99 before.
@@ -27,21 +27,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.harness import (  # noqa: E402
-    WRK_MIXED,
-    WRK_POLITE,
-    cpu_seconds,
-    free_port,
-    multipart,
-    run_wrk_mixed,
-    sample_png,
-    start_service,
-    write_requests,
-    wrk_missing,
-)
+from benchmarks.harness import WRK_MIXED, WRK_POLITE, run_wrk_mixed, write_requests, wrk_missing
+from devtools import REPO_ROOT
+from devtools.payloads import multipart, sample_png
+from devtools.servers import cpu_seconds, free_port, start_service
 
 TARGET_SERVED_P99_S, TARGET_CPU_PER_HEAVY_S, TARGET_P99_RATIO = 1.0, 1.5, 3.0
 
@@ -141,7 +130,7 @@ def report(shed: dict, heavy: dict) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=15, help="seconds per wrk run")
-    parser.add_argument("--models-dir", type=Path, default=ROOT / "models")
+    parser.add_argument("--models-dir", type=Path, default=REPO_ROOT / "models")
     parser.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR"))
     args = parser.parse_args()
     if wrk_missing():

@@ -2,7 +2,7 @@
 in one run on this machine (wrk, 64 clients, one PNG digit a request, rounds interleaved, best
 of `--rounds` kept).
 
-    python benchmarks/ray_scaling.py [--ray-venv .venv-ray] [--duration 10] [--rounds 2]
+    python -m benchmarks.ray_scaling [--ray-venv .venv-ray] [--duration 10] [--rounds 2]
 
 Starts a local Ray cluster (`ray start --head`), deploys deploy/ray/serve_config.yaml with the
 replica count changed, and stops the cluster at the end. Prints a table; no target (the issue
@@ -22,18 +22,10 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.harness import (  # noqa: E402
-    WRK_MIXED,
-    free_port,
-    run_wrk_mixed,
-    sample_png,
-    start_service,
-    write_requests,
-    wrk_missing,
-)
+from benchmarks.harness import WRK_MIXED, run_wrk_mixed, write_requests, wrk_missing
+from devtools import REPO_ROOT
+from devtools.payloads import sample_png
+from devtools.servers import free_port, start_service
 
 
 class RayCluster:
@@ -46,7 +38,9 @@ class RayCluster:
                     "RAY_USAGE_STATS_ENABLED": "0"}  # fmt: skip
 
     def run(self, *args: str) -> None:
-        subprocess.run(args, env=self.env, cwd=ROOT, check=True, capture_output=True, timeout=300)
+        subprocess.run(
+            args, env=self.env, cwd=REPO_ROOT, check=True, capture_output=True, timeout=300
+        )
 
     def start(self) -> None:
         self.run(str(self.bin / "ray"), "start", "--head", f"--port={self.gcs}",
@@ -54,7 +48,7 @@ class RayCluster:
                  "--disable-usage-stats")  # fmt: skip
 
     def deploy(self, replicas: int) -> None:
-        config = yaml.safe_load((ROOT / "deploy" / "ray" / "serve_config.yaml").read_text())
+        config = yaml.safe_load((REPO_ROOT / "deploy" / "ray" / "serve_config.yaml").read_text())
         config["http_options"] |= {"host": "127.0.0.1", "port": self.port}
         config["applications"][0]["deployments"][0]["num_replicas"] = replicas
         path = self.tmp / f"serve_{replicas}.yaml"
@@ -80,10 +74,10 @@ class RayCluster:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ray-venv", type=Path, default=ROOT / ".venv-ray")
+    parser.add_argument("--ray-venv", type=Path, default=REPO_ROOT / ".venv-ray")
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--models-dir", type=Path, default=ROOT / "models")
+    parser.add_argument("--models-dir", type=Path, default=REPO_ROOT / "models")
     parser.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR"))
     args = parser.parse_args()
     if wrk_missing():

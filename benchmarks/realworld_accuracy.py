@@ -1,11 +1,11 @@
 """Accuracy on client-like pictures, through `POST /predict`, per kind and variant.
 
-Renders MNIST test digits as phone photos, scans and canvas exports (`training/photos.py`),
+Renders MNIST test digits as phone photos, scans and canvas exports (`devtools/pictures/kinds.py`),
 posts them as multipart uploads with `variant=all&return_input=true` to the service on the
 committed models (in process), and prints the per-kind, per-variant accuracy table. With
 `--figure PATH` it also draws a few inputs next to the 28x28 image the model saw.
 
-    python benchmarks/realworld_accuracy.py [--per-kind 300] [--seed 7] [--figure docs/realworld.png]
+    python -m benchmarks.realworld_accuracy [--per-kind 300] [--seed 7] [--figure docs/realworld.png]
 
 Also prints the UCI digits bundled with scikit-learn (real handwriting of other writers),
 cropped tight and with a margin. Exits 1 when any generated kind falls below the target (97%)
@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
-from training.photos import KINDS, Picture, sample
+from devtools import REPO_ROOT
+from devtools.pictures.kinds import KINDS, Picture, sample
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 TARGET = 0.97
 REQUEST_SIZE = 16  # pictures per request
 

@@ -7,7 +7,7 @@ JSON), sent in turn. A warm-up run first; then runs until `--requests` answers. 
 answers by status class (bad inputs must get 4xx, nothing 5xx), the service's RSS at start, after
 warm-up and at the end, and p99.
 
-    python benchmarks/soak.py [--requests 50000] [--connections 64]
+    python -m benchmarks.soak [--requests 50000] [--connections 64]
 
 Exits 1 when a target is missed: no 5xx and no socket errors, exactly the bad inputs answered
 4xx, RSS growth after warm-up <= 10%.
@@ -27,19 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.harness import (  # noqa: E402
-    WRK_MIXED,
-    free_port,
-    multipart,
-    rss_mb,
-    run_wrk_mixed,
-    start_service,
-    write_requests,
-    wrk_missing,
-)
+from benchmarks.harness import WRK_MIXED, run_wrk_mixed, write_requests, wrk_missing
+from devtools import REPO_ROOT
+from devtools.payloads import multipart
+from devtools.servers import free_port, rss_mb, start_service
 
 TARGET_RSS_GROWTH = 0.10
 BAD_EVERY = 20  # one request in 20 is a bad input
@@ -164,7 +155,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=50_000)
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--models-dir", type=Path, default=ROOT / "models")
+    parser.add_argument("--models-dir", type=Path, default=REPO_ROOT / "models")
     parser.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR"))
     args = parser.parse_args()
     if wrk_missing():

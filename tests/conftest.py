@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -9,12 +10,12 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Apps built by tests serve no gRPC unless a test asks for it (tests/test_v2_protocol.py).
+# Apps built by tests serve no gRPC unless a test asks for it (tests/system/test_v2_protocol.py).
 os.environ.setdefault("MNIST_GRPC_PORT", "0")
-# Servers started by tests run one worker unless a test asks for more (tests/test_in_flight.py).
+# Servers started by tests run one worker unless a test asks for more (tests/system/test_workers.py).
 os.environ.setdefault("MNIST_WORKERS", "1")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from devtools import REPO_ROOT
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +40,7 @@ def mnist(mnist_dir: Path):
 def server():
     """`python -m service` on the committed models, on free ports (HTTP and gRPC), for the
     tests that need a real socket: browsers, stock protocol clients, curl."""
-    from tests.serving import Server
+    from devtools.servers import Server
 
     running = Server(REPO_ROOT / "models")
     try:
@@ -50,19 +51,32 @@ def server():
 
 
 @pytest.fixture(scope="module")
-def answering_client():
-    """The app on the committed models, in process and ready, answering a server-side fault
-    with its 500 as a real client would see it (not raising it in the test): for the tests that
-    assert no input gets one."""
+def app_client():
+    """Builds the app on the committed models with the settings given, in process (a
+    TestClient) and ready; every client built is closed at the end of the module.
+    `raises=False`: a server-side fault is answered 500 as a real client would see it, not
+    raised in the test (for the tests that assert no input gets one)."""
     from fastapi.testclient import TestClient
 
     from service.app import create_app
     from service.settings import Settings
 
-    app = create_app(Settings(models_dir=REPO_ROOT / "models", model_poll_s=0))
-    with TestClient(app, raise_server_exceptions=False) as client:
-        wait_ready(client)
-        yield client
+    with contextlib.ExitStack() as clients:
+
+        def build(*, raises: bool = True, **settings: object) -> TestClient:
+            values = {"models_dir": REPO_ROOT / "models", **settings}
+            app = create_app(Settings(**values))  # type: ignore[arg-type]
+            client = clients.enter_context(TestClient(app, raise_server_exceptions=raises))
+            wait_ready(client)
+            return client
+
+        yield build
+
+
+@pytest.fixture(scope="module")
+def answering_client(app_client):
+    """The app on the committed models answering a server-side fault with its 500."""
+    return app_client(raises=False, model_poll_s=0)
 
 
 def wait_ready(client, timeout_s: float = 60) -> None:

@@ -125,11 +125,11 @@ def _write_artifacts(model: Any, out_dir: Path, parity_images: np.ndarray) -> di
 
 def convert_to_onnx(model: Any, path: Path, *, rewrite: bool = True) -> None:
     """tf2onnx conversion of `serving_function(model)`, optimized for onnxruntime (normalizations
-    on its own kernels, static flattening; see `training.onnx_optimize`) unless `rewrite=False`."""
+    on its own kernels, static flattening; see `training.onnx.optimize`) unless `rewrite=False`."""
     import onnx
     import tf2onnx
 
-    from training.onnx_optimize import optimize_for_onnxruntime
+    from training.onnx.optimize import optimize_for_onnxruntime
 
     serve = serving_function(model)
     proto, _ = tf2onnx.convert.from_function(

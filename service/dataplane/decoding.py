@@ -53,7 +53,7 @@ OpenedImage = tuple[str, Image.Image]  # (label, the image with its header read)
 class Limits:
     max_images: int
     max_image_pixels: int
-    max_request_pixels: int = 2**62
+    max_request_pixels: int
 
     @classmethod
     def of(cls, settings: Settings) -> Limits:
@@ -133,11 +133,6 @@ class DecodedImages:
         if self.failures:
             raise NoDigit(next(iter(self.failures.values())))
         return self.digits
-
-
-def decode_image(data: bytes, limits: Limits, label: str = "image") -> np.ndarray:
-    """One encoded image -> (28, 28) uint8, MNIST-style. Size is checked before decoding."""
-    return _decode(_open(data, limits, label), label)
 
 
 def decode_images(payloads: list[tuple[str, bytes]], limits: Limits) -> DecodedImages:
