@@ -50,6 +50,12 @@ class Manifest(BaseModel):
     parity: dict[str, Any] = Field(description="Export parity check: Keras vs SavedModel vs ONNX.")
     libraries: dict[str, str]
     files: dict[str, str] = Field(description="sha256 of every artifact file, by relative path.")
+    precisions: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Reduced-precision twins of the ONNX model by precision (e.g. int8): each "
+        "one's test accuracy, agreement with fp32, CPU cost, and whether it passed the gate "
+        "(`served`, else `reason`). Empty: none was made.",
+    )
 
     @classmethod
     def read(cls, version_dir: Path) -> Manifest:

@@ -65,6 +65,27 @@ class ExportRequest:
     training: dict[str, Any]
     data: dict[str, Any]
     version: int | None = None  # None: next free version
+    # Images for the INT8 twin (`training.onnx.quantize`): uint8 calibration images from the
+    # training split, and the test split with its labels for the gate. None: no twin.
+    int8_data: Int8Data | None = None
+
+
+@dataclass(frozen=True)
+class Int8Data:
+    calibration_images: np.ndarray  # uint8 (N, 28, 28)
+    test_images: np.ndarray  # uint8 (M, 28, 28)
+    test_labels: np.ndarray  # (M,)
+
+    @classmethod
+    def from_splits(
+        cls, train_images: np.ndarray, test_images: np.ndarray, labels: np.ndarray, seed: int = 0
+    ) -> Int8Data:
+        """CALIBRATION_IMAGES training images drawn with `seed`, and the whole test split."""
+        from training.onnx.quantize import CALIBRATION_IMAGES
+
+        rng = np.random.default_rng(seed)
+        chosen = rng.permutation(len(train_images))[:CALIBRATION_IMAGES]
+        return cls(train_images[np.sort(chosen)], test_images, labels)
 
 
 def serving_function(model: Any) -> Any:
@@ -100,7 +121,9 @@ def export_model(model: Any, request: ExportRequest, models_dir: Path) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".staging-{version}-", dir=variant_dir))
     try:
         parity = _write_artifacts(model, staging, request.parity_images)
-        _manifest(request, version, parity, files=hash_artifacts(staging)).write(staging)
+        precisions = _reduced_precisions(staging / "model.onnx", request.int8_data)
+        manifest = _manifest(request, version, parity, files=hash_artifacts(staging))
+        manifest.model_copy(update={"precisions": precisions}).write(staging)
         share_like(staging, variant_dir)
         staging.rename(final_dir)
     except BaseException:
@@ -121,6 +144,22 @@ def _write_artifacts(model: Any, out_dir: Path, parity_images: np.ndarray) -> di
     archive.write_out(str(out_dir / "saved_model"), verbose=False)
     convert_to_onnx(model, out_dir / "model.onnx")
     return check_parity(model, out_dir, parity_images)
+
+
+def _reduced_precisions(onnx_path: Path, data: Int8Data | None) -> dict[str, dict[str, Any]]:
+    """The INT8 twin's report (its file written beside `onnx_path` if the gate keeps it)."""
+    if data is None:
+        return {}
+    from training.onnx.quantize import int8_twin
+
+    report = int8_twin(
+        onnx_path,
+        scale_pixels(data.calibration_images),
+        scale_pixels(data.test_images),
+        data.test_labels,
+    )
+    logger.info("int8 twin: %s", report.record())
+    return {report.precision: report.record()}
 
 
 def convert_to_onnx(model: Any, path: Path, *, rewrite: bool = True) -> None:
@@ -248,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         training=training,
         data=data.describe(),
         version=args.version,
+        int8_data=Int8Data.from_splits(data.train_images, data.test_images, data.test_labels),
     )
     print(export_model(model, request, args.models_dir))
     return 0

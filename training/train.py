@@ -242,7 +242,7 @@ def _compiled_model(variant: str, config: TrainConfig, setup: Any, train_size: i
 def _export(
     model: Any, variant: str, config: TrainConfig, data: Any, setup: Any, result: dict
 ) -> Path:
-    from training.export import PARITY_IMAGES, ExportRequest, export_model
+    from training.export import PARITY_IMAGES, ExportRequest, Int8Data, export_model
 
     training_record = {
         **dataclasses.asdict(config),
@@ -261,6 +261,7 @@ def _export(
         training=training_record,
         data=data.describe(),
         version=config.version,
+        int8_data=Int8Data.from_splits(data.train_images, data.test_images, data.test_labels),
     )
     return export_model(model, request, Path(config.output_dir))
 
