@@ -241,7 +241,7 @@ def library_versions() -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     """`mnist-export`: export an existing .keras model as a new version (no training)."""
     from training.data import accuracy_on_test_split, load_mnist
-    from training.variants import ARCHITECTURES, VARIANTS, setup_logging
+    from training.variants import ARCHITECTURES, TRAINABLE, setup_logging
 
     parser = argparse.ArgumentParser(
         prog="mnist-export",
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("keras_file", type=Path, help="a model.keras written by mnist-train")
-    parser.add_argument("--variant", required=True, choices=VARIANTS, help="the model's variant")
+    parser.add_argument("--variant", required=True, choices=TRAINABLE, help="the model's variant")
     parser.add_argument(
         "--architecture", choices=ARCHITECTURES, default="cnn", help="recorded in the manifest"
     )

@@ -12,7 +12,7 @@ from typing import Any
 import keras
 
 from training.layers import GroupNormalization, InstanceNormalization, LayerNormalization
-from training.variants import ARCHITECTURES, DEFAULT_ARCHITECTURE, VARIANTS
+from training.variants import ARCHITECTURES, DEFAULT_ARCHITECTURE, TRAINABLE
 
 # The default network's convolution widths: two blocks at 28x28 and 14x14.
 CNN_FILTERS = (32, 32, 64, 64)
@@ -37,7 +37,9 @@ def normalization_layer(variant: str, arch: str, channels: int, name: str) -> ke
         )
     if variant == "layer":
         return LayerNormalization(axis=3, center=True, scale=True, name=name)
-    raise ValueError(f"Unknown `variant` {variant!r}; choose one of {', '.join(VARIANTS)}.")
+    if variant == "batch":
+        return keras.layers.BatchNormalization(axis=3, name=name)
+    raise ValueError(f"Unknown `variant` {variant!r}; choose one of {', '.join(TRAINABLE)}.")
 
 
 def build_classifier(
@@ -50,8 +52,8 @@ def build_classifier(
 ) -> keras.Model:
     """Build and compile one classifier. `normalize=False` builds the normalization-free twin
     (same layers and weight shapes otherwise) used to measure what normalization costs."""
-    if variant not in VARIANTS:
-        raise ValueError(f"Unknown `variant` {variant!r}; choose one of {', '.join(VARIANTS)}.")
+    if variant not in TRAINABLE:
+        raise ValueError(f"Unknown `variant` {variant!r}; choose one of {', '.join(TRAINABLE)}.")
     if arch not in ARCHITECTURES:
         raise ValueError(f"Unknown `arch` {arch!r}; choose one of {', '.join(ARCHITECTURES)}.")
     norm = _norm_factory(variant, arch, normalize)

@@ -25,6 +25,7 @@ from training.variants import (
     ARCHITECTURES,
     DEFAULT_ARCHITECTURE,
     PRECISIONS,
+    TRAINABLE,
     VARIANTS,
     setup_logging,
 )
@@ -60,7 +61,13 @@ def _parser(defaults: TrainConfig) -> argparse.ArgumentParser:
         "and export each as the next version under --output-dir.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--variant", choices=(*VARIANTS, "all"), default="all", help="what to train")
+    p.add_argument(
+        "--variant",
+        choices=(*TRAINABLE, "all"),
+        default="all",
+        help=f"what to train; all: {', '.join(VARIANTS)} (batch, the BatchNormalization "
+        "baseline, only when named)",
+    )
     p.add_argument(
         "--arch",
         choices=ARCHITECTURES,

@@ -8,7 +8,13 @@ from __future__ import annotations
 import logging
 import os
 
+# What the service serves, and `mnist-train --variant all` trains: our own normalizations.
 VARIANTS: tuple[str, ...] = ("group", "instance", "layer")
+# Keras' BatchNormalization where ours sit: the baseline the normalization study compares with
+# (trained and exported only when named; its statistics come from the batch, see
+# docs/training.md).
+BASELINES: tuple[str, ...] = ("batch",)
+TRAINABLE: tuple[str, ...] = VARIANTS + BASELINES
 ARCHITECTURES: tuple[str, ...] = ("tutorial", "cnn")
 DEFAULT_ARCHITECTURE = "cnn"
 PRECISIONS: tuple[str, ...] = ("auto", "float32", "mixed_float16", "mixed_bfloat16")

@@ -1,7 +1,9 @@
-"""Each classifier builds, predicts probabilities and trains a step; the twin has no normalization."""
+"""Each classifier (the three served and the BatchNormalization baseline) builds, predicts
+probabilities and trains a step; the twin has no normalization."""
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 
@@ -12,11 +14,12 @@ NORM_TYPES = {
     "group": GroupNormalization,
     "instance": InstanceNormalization,
     "layer": LayerNormalization,
+    "batch": keras.layers.BatchNormalization,
 }
 
 
 @pytest.mark.parametrize("arch", ["tutorial", "cnn"])
-@pytest.mark.parametrize("variant", ["group", "instance", "layer"])
+@pytest.mark.parametrize("variant", ["group", "instance", "layer", "batch"])
 def test_builds_and_trains_one_step(variant, arch):
     model = build_classifier(variant, arch)
     norms = [layer for layer in model.layers if isinstance(layer, NORM_TYPES[variant])]
@@ -62,10 +65,24 @@ def test_normalization_free_twin():
     assert len(model.weights) == len(normalized.weights) - norm_weights
 
 
+def test_the_batch_baseline_normalizes_with_the_batch_in_training_only():
+    """BatchNormalization's output for one image depends on the rest of the batch while it
+    trains (the statistics are the batch's), not at inference (the moving averages): what the
+    normalization study measures against our per-sample layers."""
+    model = build_classifier("batch", "tutorial")
+    images = np.random.default_rng(0).random((8, 28, 28), dtype=np.float32)
+    others = np.random.default_rng(1).random((8, 28, 28), dtype=np.float32) * 0.2
+    alone, mixed = images, np.concatenate([images[:1], others[1:]])
+    trained = [model(batch, training=True).numpy()[0] for batch in (alone, mixed)]
+    served = [model(batch, training=False).numpy()[0] for batch in (alone, mixed)]
+    assert np.abs(trained[0] - trained[1]).max() > 1e-4
+    np.testing.assert_allclose(served[0], served[1], atol=1e-6)
+
+
 def test_unknown_variant_and_arch():
     with pytest.raises(
-        ValueError, match="Unknown `variant` 'batch'; choose one of group, instance, layer"
+        ValueError, match="Unknown `variant` 'batchy'; choose one of group, instance, layer, batch"
     ):
-        build_classifier("batch")
+        build_classifier("batchy")
     with pytest.raises(ValueError, match="Unknown `arch` 'resnet'; choose one of tutorial, cnn"):
         build_classifier("group", "resnet")
