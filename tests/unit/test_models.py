@@ -86,3 +86,12 @@ def test_unknown_variant_and_arch():
         build_classifier("batchy")
     with pytest.raises(ValueError, match="Unknown `arch` 'resnet'; choose one of tutorial, cnn"):
         build_classifier("group", "resnet")
+
+
+def test_group_normalization_sized_by_channels_per_group():
+    model = build_classifier("group", "cnn", channels_per_group=16)
+    assert [layer.groups for layer in model.layers if isinstance(layer, GroupNormalization)] == [
+        2, 2, 4, 4,
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="`channels_per_group`=3 does not divide the 10 channels"):
+        build_classifier("group", "tutorial", channels_per_group=3)
