@@ -169,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     summary = summarize([study["runs"][cell.key] for cell in cells])
-    print(table(summary))
+    print(f"test error:\n{table(summary)}\n\nmilliseconds per training step:")
+    print(table(summary, cost=True))
     plot(summary, args.output_dir / "study.png", args.arch)
     print(f"wrote {results_path} and {args.output_dir / 'study.png'}")
     return 0
@@ -216,18 +217,22 @@ def _stats(runs: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
-def table(summary: dict[str, dict[int, dict[str, float]]]) -> str:
-    """Markdown: test error (mean +- spread, %) by normalization and batch size."""
+def table(summary: dict[str, dict[int, dict[str, float]]], cost: bool = False) -> str:
+    """Markdown by normalization and batch size: test error (mean ± spread, %), or with
+    `cost` the median milliseconds per training step."""
     sizes = sorted({size for by_size in summary.values() for size in by_size})
     rows = ["| normalization | " + " | ".join(f"batch {s}" for s in sizes) + " |"]
     rows.append("| --- |" + " --- |" * len(sizes))
     for name, by_size in summary.items():
-        cells = [
-            f"{by_size[s]['error_mean']:.2%} ± {by_size[s]['error_spread']:.2%}" if s in by_size
-            else "" for s in sizes
-        ]  # fmt: skip
+        cells = [_cell(by_size[s], cost) if s in by_size else "" for s in sizes]
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def _cell(stats: dict[str, float], cost: bool) -> str:
+    if cost:
+        return f"{stats['ms_per_step']:.1f} ms"
+    return f"{stats['error_mean']:.2%} ± {stats['error_spread']:.2%}"
 
 
 def plot(summary: dict[str, dict[int, dict[str, float]]], path: Path, arch: str) -> None:

@@ -50,6 +50,7 @@ def test_the_table_shows_mean_and_spread_over_seeds():
     assert summary["group"][2]["error_mean"] == 0.02
     assert math.isclose(summary["group"][2]["error_spread"], 0.01414, rel_tol=1e-3)
     assert table(summary).splitlines()[-1] == "| group | 2.00% ± 1.41% |"
+    assert table(summary, cost=True).splitlines()[-1] == "| group | 1.0 ms |"
 
 
 def test_an_unknown_normalization_is_refused_before_any_training():
