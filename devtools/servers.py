@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -56,6 +57,7 @@ def wait_for(port: int, path: str, process: subprocess.Popen, answers: int = 1) 
             time.sleep(0.2)
     if streak < answers:
         process.kill()
+        process.wait()
         raise RuntimeError(f"server on port {port} did not answer {path} within 90 s")
 
 
@@ -93,19 +95,27 @@ class Server:
             "MNIST_MODELS_DIR": str(models_dir),
             **(env or {}),
         }
+        # Its output goes to a file, not a pipe nobody reads while it runs: a full pipe would
+        # block the server's logging, and the server with it.
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "service"],
             cwd=REPO_ROOT,
             env=env,
-            stdout=subprocess.PIPE,
+            stdout=self._log,
             stderr=subprocess.STDOUT,
         )
         self.url = f"http://127.0.0.1:{self.port}"
 
+    def output(self) -> str:
+        """Everything the server has printed so far."""
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
+
     def wait_loaded(self, timeout_s: float = 60) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.process.stdout.read().decode()
+            assert self.process.poll() is None, self.output()
             try:
                 if not httpx.get(f"{self.url}/health/ready").json()["loading"]:
                     return
@@ -114,6 +124,14 @@ class Server:
             time.sleep(0.1)
         raise AssertionError("the server did not finish loading")
 
-    def stop(self) -> None:
+    def terminate(self) -> None:
+        """SIGTERM: the service drains and exits (`stop` waits for it)."""
         self.process.send_signal(signal.SIGTERM)
-        self.process.communicate(timeout=20)
+
+    def stop(self, timeout_s: float = 20) -> str:
+        """SIGTERM, then wait for the exit; what the server printed."""
+        self.terminate()
+        self.process.wait(timeout=timeout_s)
+        output = self.output()
+        self._log.close()
+        return output

@@ -33,7 +33,7 @@ from service.loop_lag import watch_loop_lag
 from service.metrics import MULTIPROCESS_DIR, Metrics
 from service.repository.handlers import RepositoryHandlers
 from service.repository.registry import ModelRegistry
-from service.rest.front_door import FrontDoor
+from service.rest.front_door import FrontDoor, inference_routes
 from service.rest.pages import SecurityHeaders, add_pages
 from service.rest.responses import JSONLineResponse, error_response, internal_error_response
 from service.rest.routes import router
@@ -61,8 +61,9 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
         loader = asyncio.create_task(registry.start()) if load_models else None
         if loader is not None:
             # Python's full garbage collections walk every object the process holds (the
-            # libraries, the models' sessions), holding the GIL for 80 ms here: frozen once
-            # loaded, they are skipped, and a collection walks what requests made.
+            # libraries, the models' sessions) holding the GIL the event loop needs: frozen
+            # once loaded, they are skipped (docs/design.md), and a collection walks
+            # what requests made.
             loader.add_done_callback(lambda _: gc.freeze())
         if loader is not None and settings.workers > 1:
             # Workers share one listening socket: a worker that accepted before its models
@@ -107,16 +108,20 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
     app.include_router(v2_router)
     app.include_router(v2_repository_router)
     add_pages(app)
-    # Each middleware added goes outside the ones before. The front door reads which routes
-    # are inference from the routers' own routes. A Host not in MNIST_ALLOWED_HOSTS gets 400 (DNS
-    # rebinding) before the front door; every answer, that 400 included, gets the security
-    # headers.
-    app.add_middleware(FrontDoor, routes=[*router.routes, *v2_router.routes])
+    _add_middleware(app, settings)
+    return app
+
+
+def _add_middleware(app: FastAPI, settings: Settings) -> None:
+    """Each middleware added goes outside the ones before. The front door reads which routes
+    are inference from the routers' own routes (and refuses a dependency on one it serves). A
+    Host not in MNIST_ALLOWED_HOSTS gets 400 (DNS rebinding) before the front door; every
+    answer, that 400 included, gets the security headers."""
+    app.add_middleware(FrontDoor, inference=inference_routes([*router.routes, *v2_router.routes]))
     app.add_middleware(
         TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts, www_redirect=False
     )
     app.add_middleware(SecurityHeaders)
-    return app
 
 
 def _in_flight(settings: Settings) -> InFlight:

@@ -28,6 +28,7 @@ from service.dataplane.inference import (
     InferenceAnswer,
     InferenceRequest,
     VariantResult,
+    parse_version,
 )
 from service.errors import (
     BadRequest,
@@ -118,10 +119,6 @@ class DataPlane:
             ],
         }
 
-    @property
-    def variants(self) -> list[str]:
-        return self._registry.variants
-
     # -- inference ----------------------------------------------------------------------------
 
     @property
@@ -161,24 +158,24 @@ class DataPlane:
         decoding), decode, scale, infer. All of it within MNIST_REQUEST_TIMEOUT_S (else 504,
         its queued work dropped), counted in flight and in the request metrics."""
         async with self._answering(request.name):
+            version = parse_version(request.version)
             backend = self.choose_backend(request.backend)
-            variants = self._chosen_variants(request)
+            variants = self._chosen_variants(request, version)
             payload = await request.read_images(self._limits)
-            async with self._admitted(payload.count * len(variants)):
+            async with self._admitted(payload.count * len(variants)), request.watch_client():
                 images, failures = await self._model_input(payload, request.whole)
-                async with request.watch_client():
-                    results = await self._run(variants, backend, images, request.version)
+                results = await self._run(variants, backend, images, version)
         return InferenceAnswer(results, backend, images, failures)
 
-    def _chosen_variants(self, request: InferenceRequest) -> list[str]:
-        """The variants to run, each checked to serve `request.version` (NotFound or NotReady
-        saying why otherwise)."""
+    def _chosen_variants(self, request: InferenceRequest, version: int | None) -> list[str]:
+        """The variants to run, each checked to serve `version` (NotFound or NotReady saying
+        why otherwise)."""
         if request.model is not None:  # the protocol's one model: unknown is not found
             variants = [request.model]
         else:
             variants = self.choose_variants(request.variant)
         for variant in variants:
-            self.loaded_model(variant, request.version)
+            self.loaded_model(variant, version)
         return variants
 
     async def _model_input(

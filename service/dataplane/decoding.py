@@ -98,10 +98,6 @@ class ImagePayload:
                 return len(array)
         return len(self.files)
 
-    @property
-    def encoded_bytes(self) -> int:
-        return sum(len(data) for _, data in self.files)
-
 
 class HeaderCheck:
     """Each image's declared size against the per-image and per-request pixel limits, one image
@@ -235,7 +231,8 @@ def check_count(count: int, limits: Limits) -> None:
 def parse_json(body: bytes, limits: Limits) -> ImagePayload:
     """`{"images": [base64, ...]}` or `{"pixels": [[[0..255] * 28] * 28, ...]}`."""
     try:
-        # orjson: 5x the standard library's speed on numbers, and it holds the GIL (which the
+        # orjson: several times the standard library's speed on numbers (docs/design.md),
+        # and it holds the GIL (which the
         # event loop needs) while it parses; it refuses what JSON has not (NaN, Infinity),
         # integers beyond 64 bits and nesting deeper than 1024.
         document = orjson.loads(body)

@@ -38,7 +38,7 @@ class InferenceRequest:
     # the Open Inference Protocol names one model (an unknown name is not found).
     variant: str | None = None
     model: str | None = None
-    version: int | None = None  # None: the newest serving
+    version: str | None = None  # as the protocol sends it; None or "": the newest serving
     backend: str | None = None  # None: MNIST_DEFAULT_BACKEND
     # True: a picture without a digit fails the whole request (the Open Inference Protocol
     # answers a request whole); False: it gets an error entry in its place (`/predict`).

@@ -79,16 +79,20 @@ def element_count(name: str, shape: Sequence[int], limits: Limits) -> int:
             f"input {name!r}: shape {list(shape)} has {len(shape)} dimensions; {_SHAPES_HELP}."
         )
     count = math.prod(shape)  # Python integers: [2**60, 28, 28] must not wrap around
+    limit = limits.max_images * IMAGE_SIZE * IMAGE_SIZE
     if shape and shape[0] and not count:
         raise BadRequest(
             f"input {name!r}: shape {list(shape)} holds no element for its {shape[0]} images; "
             f"{_SHAPES_HELP}."
         )
-    if count > (limit := limits.max_images * IMAGE_SIZE * IMAGE_SIZE):
+    if not count and math.prod(max(dimension, 1) for dimension in shape) > limit:
+        # Empty, but numpy cannot even shape an empty array this large ([0, 2**62]).
+        raise BadRequest(f"input {name!r}: shape {list(shape)} is out of range; {_SHAPES_HELP}.")
+    if count > limit:
         raise PayloadTooLarge(
             f"input {name!r}: shape {list(shape)} holds {count} elements, more than the {limit} "
-            f"of the limit of {limits.max_images} images (MNIST_MAX_IMAGES_PER_REQUEST). Split "
-            "the request."
+            f"of the largest request (the limit of {limits.max_images} images of 28x28, "
+            "MNIST_MAX_IMAGES_PER_REQUEST). Split the request."
         )
     return count
 

@@ -11,26 +11,16 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
-import numpy as np
 
 from service.dataplane.dataplane import DataPlane
-from service.dataplane.decoding import ImagePayload, Limits
 from service.dataplane.inference import InferenceRequest, parse_version
 from service.dataplane.tensors import (
-    NUMPY_DATATYPES,
-    Tensor,
-    array_from_bytes,
-    check_datatype,
-    check_outputs,
-    element_count,
     output_tensors,
-    payload_from_inputs,
     raw_bytes,
-    split_bytes_elements,
 )
 from service.errors import (
     BackendUnavailable,
@@ -51,6 +41,7 @@ from service.errors import (
 )
 from service.grpc import grpc_predict_v2_pb2 as pb
 from service.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
+from service.grpc.tensors import images_of
 
 logger = logging.getLogger(__name__)
 
@@ -84,21 +75,6 @@ MAX_PING_STRIKES = 2
 REST_ONLY_EXTENSIONS = frozenset({"binary_tensor_data"})
 INTERNAL_MESSAGE = "internal error (logged); retry, and report it if it persists."
 
-# Typed contents fields of InferTensorContents, by protocol datatype (FP16 has none).
-_CONTENTS_FIELD = {
-    "BOOL": "bool_contents",
-    "INT8": "int_contents",
-    "INT16": "int_contents",
-    "INT32": "int_contents",
-    "INT64": "int64_contents",
-    "UINT8": "uint_contents",
-    "UINT16": "uint_contents",
-    "UINT32": "uint_contents",
-    "UINT64": "uint64_contents",
-    "FP32": "fp32_contents",
-    "FP64": "fp64_contents",
-    "BYTES": "bytes_contents",
-}
 # The gRPC status of each kind of error: the client's input is INVALID_ARGUMENT, a limit
 # RESOURCE_EXHAUSTED, a service that cannot answer now UNAVAILABLE.
 GRPC_STATUS: dict[type[ServiceError], grpc.StatusCode] = {
@@ -249,9 +225,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
         answer = await self._dataplane.infer(
             InferenceRequest(
-                read_images=functools.partial(_images, request),
+                read_images=functools.partial(images_of, request),
                 model=request.model_name,
-                version=parse_version(request.model_version),
+                version=request.model_version,
                 whole=True,
             )
         )
@@ -266,72 +242,6 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
             response.raw_output_contents.append(raw_bytes(tensor))
         return response
-
-
-async def _images(request: Any, limits: Limits) -> ImagePayload:
-    """The request's images (gRPC has parsed the message already: nothing to wait for)."""
-    check_outputs([output.name for output in request.outputs])
-    return payload_from_inputs(_input_tensors(request, limits), limits)
-
-
-def _input_tensors(request: Any, limits: Limits) -> list[Tensor]:
-    raw = list(request.raw_input_contents)
-    if raw and len(raw) != len(request.inputs):
-        raise BadRequest(
-            f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs: send one per input "
-            "or none."
-        )
-    return [
-        _input_tensor(item, raw[i] if raw else None, limits)
-        for i, item in enumerate(request.inputs)
-    ]
-
-
-def _input_tensor(item: Any, raw: bytes | None, limits: Limits) -> Tensor:
-    name, shape, datatype = item.name, list(item.shape), item.datatype
-    check_datatype(name, datatype)
-    count = element_count(name, shape, limits)
-    data: np.ndarray | list[bytes]
-    if raw is None:
-        data = _contents(item, datatype, shape, count)
-    elif item.HasField("contents"):
-        raise BadRequest(
-            f"input {name!r} has data both in contents and in raw_input_contents; send one."
-        )
-    elif datatype == "BYTES":
-        data = split_bytes_elements(raw, name, count)
-    else:
-        data = array_from_bytes(raw, datatype, shape, name)
-    return Tensor(name, datatype, shape, data)
-
-
-def _contents(
-    item: Any, datatype: str, shape: Sequence[int], count: int
-) -> np.ndarray | list[bytes]:
-    """The data of `item.contents`' typed field for `datatype`, `count` elements of `shape`."""
-    field = _CONTENTS_FIELD.get(datatype)
-    if field is None:
-        raise BadRequest(
-            f"input {item.name!r}: {datatype} has no contents field in the protocol; send its "
-            "data in raw_input_contents."
-        )
-    values = list(getattr(item.contents, field))
-    if len(values) != count:
-        raise BadRequest(
-            f"input {item.name!r}: shape {list(shape)} holds {count} elements, but "
-            f"{len(values)} were sent in contents.{field} (the field of {datatype})."
-        )
-    if datatype == "BYTES":
-        return values
-    dtype = NUMPY_DATATYPES[datatype]
-    try:
-        return np.asarray(values, dtype)
-    except OverflowError:
-        info = np.iinfo(dtype)
-        raise BadRequest(
-            f"input {item.name!r}: a value in contents.{field} is outside {datatype}'s range "
-            f"{info.min}..{info.max}."
-        ) from None
 
 
 class GrpcServer:

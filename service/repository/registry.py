@@ -219,9 +219,9 @@ class ModelRegistry(RegistryState):
         for model in retired:
             logger.info("retiring %s version %d", model.variant, model.version)
             self._retiring.add(model)
-            self._spawn(self._stop_when_idle(model))
+            self._spawn(self._stop_when_unused(model))
 
-    async def _stop_when_idle(self, model: LoadedModel) -> None:
+    async def _stop_when_unused(self, model: LoadedModel) -> None:
         await model.stop_when_unused()
         self._retiring.discard(model)
 

@@ -18,7 +18,7 @@ from service.dataplane.decoding import (
     check_count,
     parse_json,
 )
-from service.dataplane.inference import is_small_number
+from service.dataplane.inference import MAX_DIGITS, is_small_number
 from service.errors import (
     BadRequest,
     ClientClosedRequest,
@@ -53,7 +53,7 @@ class BodyLimit:
 
 
 UPLOAD_LIMIT = BodyLimit("request body", "MNIST_MAX_UPLOAD_BYTES", "Send smaller or fewer images.")
-# JSON is parsed holding the GIL, which the event loop needs (3 ms a megabyte): pictures
+# JSON is parsed holding the GIL, which the event loop needs (docs/design.md): pictures
 # larger than a JSON body allows go as files, which decode without it.
 JSON_LIMIT = BodyLimit(
     "JSON body",
@@ -67,8 +67,8 @@ async def read_body(request: Request, max_bytes: int, limit: BodyLimit = UPLOAD_
     """The whole body, refusing (413) as soon as it exceeds `max_bytes`, declared or streamed
     (`limit` names the setting and what to send instead)."""
     declared = request.headers.get("content-length")
-    if declared is not None and is_small_number(declared) and int(declared) > max_bytes:
-        raise PayloadTooLarge(limit.message(int(declared), max_bytes))
+    if declared is not None and (size := _declared_size(declared)) > max_bytes:
+        raise PayloadTooLarge(limit.message(size, max_bytes))
     chunks, size = [], 0
     try:
         async for chunk in request.stream():
@@ -79,6 +79,14 @@ async def read_body(request: Request, max_bytes: int, limit: BodyLimit = UPLOAD_
     except ClientDisconnect:
         raise ClientClosedRequest("client disconnected before the body was complete") from None
     return b"".join(chunks)
+
+
+def _declared_size(content_length: str) -> int:
+    """A Content-Length's bytes (0 if it is not a number; h11 refuses those anyway), at most
+    10**MAX_DIGITS: int() of a thousand digits costs quadratic time."""
+    if not (content_length.isascii() and content_length.isdigit()):
+        return 0
+    return int(content_length) if is_small_number(content_length) else 10**MAX_DIGITS
 
 
 @asynccontextmanager

@@ -8,8 +8,9 @@
   middlewares, a large share of the event loop's time per request under py-spy
   (docs/performance-log.md has the figures). Every other path goes through FastAPI.
 
-Which paths are inference is read from the app's own routes (those whose endpoint is in
-`INFERENCE_ENDPOINTS`): a new inference route is shed as soon as it is listed there.
+Which paths are inference is read from the routes FastAPI serves (`inference_routes`: those
+whose endpoint is in `INFERENCE_ENDPOINTS`): a new inference route is shed as soon as it is
+listed there.
 """
 
 from __future__ import annotations
@@ -37,10 +38,13 @@ INFERENCE_ENDPOINTS: tuple[Endpoint, ...] = (predict, model_infer)
 SERVED_HERE = (predict,)  # the rest go on to FastAPI once past the shed check
 
 
+InferenceRoutes = list[tuple[re.Pattern[str], "Endpoint"]]
+
+
 class FrontDoor:
-    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute]) -> None:
+    def __init__(self, app: ASGIApp, inference: InferenceRoutes) -> None:
         self.app = app
-        self._inference = inference_routes(routes)
+        self._inference = inference
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -67,7 +71,7 @@ class FrontDoor:
         return None
 
 
-def inference_routes(routes: Sequence[BaseRoute]) -> list[tuple[re.Pattern[str], Endpoint]]:
+def inference_routes(routes: Sequence[BaseRoute]) -> InferenceRoutes:
     """(path pattern, endpoint) of the app's inference routes. The endpoints served here get
     none of FastAPI's dependency solving: one that declares a dependency is refused."""
     found = []

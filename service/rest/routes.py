@@ -25,7 +25,6 @@ from service.dataplane.inference import (
     InferenceAnswer,
     InferenceRequest,
     VariantResult,
-    parse_version,
 )
 from service.errors import BadRequest
 from service.rest import schemas
@@ -55,7 +54,7 @@ async def predict(request: Request) -> Response:
                 read_payload, request, settings.max_upload_bytes, settings.max_json_bytes
             ),
             variant=variant,
-            version=parse_version(query.get("version")),
+            version=query.get("version"),
             backend=query.get("backend"),
             watch_client=functools.partial(dropped_on_disconnect, request),
         )

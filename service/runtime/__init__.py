@@ -1,2 +1,2 @@
-"""What runs the models: backends (onnxruntime, SavedModel), micro-batching, model loading and
-each variant's slot, and the workers' in-flight board."""
+"""What runs the models: backends (onnxruntime, SavedModel), micro-batching, model loading, the
+requests in flight with the workers' board, and the CPUs a process may use."""

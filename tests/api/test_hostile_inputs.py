@@ -306,7 +306,7 @@ def test_an_error_from_a_thread_leaves_no_reference_cycle(answering_client):
             assert answering_client.post("/predict", content=body, headers=JSON).status_code == 400
         gc.set_debug(gc.DEBUG_SAVEALL)
         gc.collect()
-        in_cycles = [  # the test answering_client's own stream errors aside: the service's frames
+        in_cycles = [  # the test client's own stream errors aside: the service's frames
             f"{o.f_code.co_filename}:{o.f_code.co_name}"
             for o in gc.garbage
             if isinstance(o, types.FrameType) and "/service/" in o.f_code.co_filename
@@ -386,7 +386,7 @@ def _answer(port: int, sent: bytes) -> tuple[bytes, bytes]:
 
 
 def test_a_header_block_over_the_limit_gets_431_and_the_connection_closed(http_server):
-    # Unfinished, and only just over: a answering_client still sending when the server closes gets a
+    # Unfinished, and only just over: a client still sending when the server closes gets a
     # reset that may swallow the answer.
     header = b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000
     answer, after = _answer(http_server.port, header)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import http.client
 import io
-import signal
 import socket
 import threading
 import time
@@ -275,10 +274,10 @@ def test_sigterm_answers_every_request_sent_before_it_and_exits_0(digit, workers
     for _ in threads:
         sent.acquire()  # its bytes are on the way: SIGTERM now
     started = time.monotonic()
-    server.process.send_signal(signal.SIGTERM)
+    server.terminate()
     for thread in threads:
         thread.join()
-    output = server.process.communicate(timeout=15)[0].decode()
+    output = server.stop(timeout_s=15)
     assert statuses == [200] * 24
     assert server.process.returncode == 0, output
     assert time.monotonic() - started < 10

@@ -111,6 +111,7 @@ def _case(case_id: str, code: grpc.StatusCode, message: str, *args: Any, **conte
         ),
         _case("2**40x0", INVALID, "[N, 28, 28]", "image", "FP32", [2**40, 0, 28], b""),
         _case("5x0", INVALID, "holds no element", "image", "FP32", [5, 0, 28], b""),
+        _case("0x2**62", INVALID, "out of range", "image", "FP32", [0, 2**62], b""),
         _case("rank-70", INVALID, "[N, 28, 28]", "image", "FP32", [1] * 70, b"\0" * 4),
         _case("int8-1000", INVALID, "-128..127", "image", "INT8", [2], int_contents=[5, 1000]),
         _case("uint8-999", INVALID, "0..255", "image", "UINT8", [1], uint_contents=[999]),

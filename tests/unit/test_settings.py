@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from devtools import REPO_ROOT
 from service.settings import Settings
 
 
@@ -62,3 +63,18 @@ def test_lone_session_threads_stay_within_the_cpus(monkeypatch, inline, asked, c
     monkeypatch.setattr("service.settings.available_cpus", lambda: cpus)
     settings = Settings(inline_lone_requests=inline, lone_request_threads=asked)
     assert settings.lone_session_threads == threads
+
+
+def test_the_version_comes_from_pyproject_when_the_package_is_not_installed(monkeypatch):
+    """The container copies the code and pyproject.toml without installing the package."""
+    import importlib.metadata
+    import tomllib
+
+    import service
+
+    def not_installed(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(service, "version", not_installed)
+    expected = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert service._version() == expected == service.__version__

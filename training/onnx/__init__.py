@@ -1,3 +1,3 @@
 """The exported ONNX graph's passes: small graph queries and edits (`graph`), the
-normalizations rewritten onto onnxruntime's own kernels (`rewrite`), and the order export runs
-them in (`optimize`)."""
+normalizations rewritten onto onnxruntime's own kernels (`rewrite`), the order export runs them
+in (`optimize`), and the gated INT8 twin (`quantize`)."""

@@ -38,18 +38,18 @@ _EVALUATION_BATCH = 500
 
 @dataclass(frozen=True)
 class PrecisionReport:
-    """How a reduced-precision twin compares with fp32, and whether it is served."""
+    """How a reduced-precision twin compares with fp32, and whether it passed the gate."""
 
     precision: str
-    served: bool
-    reason: str  # why it is not served; empty when it is
+    passed_gate: bool
+    reason: str  # why it failed the gate; empty when it passed
     test_accuracy: float
     fp32_test_accuracy: float
     agreement: float  # share of test images with fp32's digit
     max_probability_diff: float
     cpu_us_per_image: float  # at batch SPEED_BATCH, one thread
     fp32_cpu_us_per_image: float
-    file: str | None  # the twin's file in the version directory, when served
+    file: str | None  # the twin's file in the version directory, when it passed
 
     def record(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,7 +100,7 @@ def int8_twin(
         test_labels,
         speeds=(_cpu_us_per_image(int8, test_images), _cpu_us_per_image(fp32, test_images)),
     )
-    if not report.served:
+    if not report.passed_gate:
         target.unlink()
         logger.warning("int8 twin not kept: %s", report.reason)
     return report
@@ -125,7 +125,7 @@ def gate(
         )
     return PrecisionReport(
         precision="int8",
-        served=not reasons,
+        passed_gate=not reasons,
         reason="; ".join(reasons),
         test_accuracy=accuracy,
         fp32_test_accuracy=fp32_accuracy,
