@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -49,44 +50,9 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
     """The service. `load_models=False` leaves the registry empty (for readiness tests)."""
     settings = settings or Settings()
     metrics = Metrics(CollectorRegistry())
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-        in_flight = _in_flight(settings)
-        registry = ModelRegistry(settings, metrics, executor, in_flight)
-        app.state.registry = registry
-        app.state.dataplane = DataPlane(settings, registry, metrics, in_flight)
-        app.state.repository = RepositoryHandlers(registry)
-        loader = asyncio.create_task(registry.start()) if load_models else None
-        if loader is not None:
-            # Python's full garbage collections walk every object the process holds (the
-            # libraries, the models' sessions) holding the GIL the event loop needs: frozen
-            # once loaded, they are skipped (docs/design.md), and a collection walks
-            # what requests made.
-            loader.add_done_callback(lambda _: gc.freeze())
-        if loader is not None and settings.workers > 1:
-            # Workers share one listening socket: a worker that accepted before its models
-            # loaded would answer 503 while its siblings are ready. Accept only once loaded.
-            await asyncio.shield(loader)
-        drain_on_sigterm(app.state.dataplane, app.state.arrivals, settings.shutdown_grace_s)
-        grpc_server = await _start_grpc(app.state.dataplane, settings)
-        lag_watch = asyncio.create_task(watch_loop_lag(metrics.loop_lag.observe))
-        try:
-            yield
-        finally:
-            lag_watch.cancel()
-            if grpc_server is not None:
-                await grpc_server.stop(grace_s=5)
-            if loader is not None:
-                loader.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await loader
-            await registry.close()
-            executor.shutdown(wait=True)
-            in_flight.close()
-            metrics.close()
-
+    lifespan = functools.partial(
+        _lifespan, settings=settings, metrics=metrics, load_models=load_models
+    )
     app = FastAPIOffline(  # FastAPI with /docs and /redoc assets served locally
         title="MNIST digit classifier",
         version=__version__,
@@ -122,6 +88,51 @@ def _add_middleware(app: FastAPI, settings: Settings) -> None:
         TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts, www_redirect=False
     )
     app.add_middleware(SecurityHeaders)
+
+
+@asynccontextmanager
+async def _lifespan(
+    app: FastAPI, *, settings: Settings, metrics: Metrics, load_models: bool
+) -> AsyncIterator[None]:
+    """Everything the app runs, built at start and closed at the end, nothing at import."""
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+    in_flight = _in_flight(settings)
+    registry = ModelRegistry(settings, metrics, executor, in_flight)
+    app.state.registry = registry
+    app.state.dataplane = DataPlane(settings, registry, metrics, in_flight)
+    app.state.repository = RepositoryHandlers(registry)
+    loader = await _start_loading(registry, settings) if load_models else None
+    drain_on_sigterm(app.state.dataplane, app.state.arrivals, settings.shutdown_grace_s)
+    grpc_server = await _start_grpc(app.state.dataplane, settings)
+    lag_watch = asyncio.create_task(watch_loop_lag(metrics.loop_lag.observe))
+    try:
+        yield
+    finally:
+        lag_watch.cancel()
+        if grpc_server is not None:
+            await grpc_server.stop(grace_s=5)
+        if loader is not None:
+            loader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loader
+        await registry.close()
+        executor.shutdown(wait=True)
+        in_flight.close()
+        metrics.close()
+
+
+async def _start_loading(registry: ModelRegistry, settings: Settings) -> asyncio.Task[None]:
+    """The models loading in the background (awaited first with several workers)."""
+    loader = asyncio.create_task(registry.start())
+    # Python's full garbage collections walk every object the process holds (the libraries,
+    # the models' sessions) holding the GIL the event loop needs: frozen once loaded, they are
+    # skipped (docs/design.md), and a collection walks what requests made.
+    loader.add_done_callback(lambda _: gc.freeze())
+    if settings.workers > 1:
+        # Workers share one listening socket: a worker that accepted before its models loaded
+        # would answer 503 while its siblings are ready. Accept only once loaded.
+        await asyncio.shield(loader)
+    return loader
 
 
 def _in_flight(settings: Settings) -> InFlight:
