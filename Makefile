@@ -8,6 +8,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # Ray Serve in a virtualenv of its own, installed as a user installs it (`pip install -e '.[ray]'`)
 RAY_VENV ?= .venv-ray
+# LitServe, BentoML, MLServer and KServe, a virtualenv each (the framework peers benchmark)
+PEER_VENVS ?= .venv-peers
 # The offline MNIST copy beside the checkout, when present; override with MNIST_DATA_DIR=...
 MNIST_DATA_DIR ?= $(abspath $(wildcard ../shared/data/mnist))
 export MNIST_DATA_DIR
@@ -52,12 +54,14 @@ train: $(VENV)/.dev-installed
 	$(BIN)/mnist-train --variant all $(if $(MNIST_DATA_DIR),--data-dir $(MNIST_DATA_DIR)) --output-dir models
 
 # Every benchmark runs even when an earlier one misses its target; the status says if any did.
-bench: $(VENV)/.dev-installed $(RAY_VENV)/.installed
+bench: $(VENV)/.dev-installed $(RAY_VENV)/.installed $(PEER_VENVS)/.installed
 	status=0; \
 	$(BIN)/python -m benchmarks.layer_train_step || status=1; \
 	$(BIN)/python -m benchmarks.normalization_cost || status=1; \
 	$(BIN)/python -m benchmarks.batch_size || status=1; \
 	$(BIN)/python -m benchmarks.http_load || status=1; \
+	$(BIN)/python -m benchmarks.inference_ceiling || status=1; \
+	$(BIN)/python -m benchmarks.framework_peers --venvs $(PEER_VENVS) || status=1; \
 	$(BIN)/python -m benchmarks.overload || status=1; \
 	$(BIN)/python -m benchmarks.soak || status=1; \
 	$(BIN)/python -m benchmarks.hostile || status=1; \
@@ -65,6 +69,11 @@ bench: $(VENV)/.dev-installed $(RAY_VENV)/.installed
 	$(BIN)/python -m benchmarks.realworld_accuracy || status=1; \
 	$(BIN)/python -m benchmarks.ray_scaling --ray-venv $(RAY_VENV) || status=1; \
 	exit $$status
+
+# LitServe, BentoML, MLServer and KServe, a venv each: the framework peers' benchmark.
+$(PEER_VENVS)/.installed: $(VENV)/.dev-installed
+	$(BIN)/python -m benchmarks.peers --install $(PEER_VENVS)
+	touch $@
 
 # The Open Inference Protocol's gRPC stubs, committed; a test checks they match the .proto.
 grpc-stubs: $(VENV)/.dev-installed

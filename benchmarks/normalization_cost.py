@@ -13,7 +13,11 @@ one alike, costs at least that: the conversion out of the layout and back, and o
 reads and writes the tensor (a normalization needs a second, for its statistics). A model near
 its floor has no overhead left that a graph rewrite can remove.
 
-    python -m benchmarks.normalization_cost [--models-dir models] [--compare-plain]
+    python -m benchmarks.normalization_cost [--models-dir models] [--compare-plain] [--int8]
+
+With --int8 the model and its twin are also quantized as export quantizes the served model
+(`training.onnx.quantize`, calibrated here on random images: the scales change the values, not
+the work) and compared at one thread, as the service runs them: what normalization costs in INT8.
 
 The committed models are used for the default architecture where present; the tutorial
 network is built with seeded random weights (timing does not depend on training).
@@ -161,6 +165,7 @@ def main() -> int:
     parser.add_argument(
         "--savedmodel", action="store_true", help="also time the committed SavedModels vs ONNX"
     )
+    parser.add_argument("--int8", action="store_true", help="also the INT8 model vs its twin")
     args = parser.parse_args()
 
     import logging
@@ -178,13 +183,23 @@ def main() -> int:
         header += f"{'plain':>9}{'ratio':>7}"
     print(header + "  target")
     failures = 0
+    int8_rows: dict[str, dict[int, tuple[float, float, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for arch in args.archs.split(","):
             for variant in ("group", "instance", "layer"):
                 model = load_or_build(variant, arch, args.models_dir)
                 paths = export_all(model, variant, arch, Path(tmp), args.compare_plain)
                 failures += report_rows(f"{arch:<9}{variant:<9}", paths, args.rounds)
+                if args.int8:
+                    int8_rows[f"{arch:<9}{variant:<9}"] = int8_times(paths, Path(tmp), args.rounds)
     print(f"{failures} configuration(s) over target")
+    if int8_rows:
+        print(f"\nINT8, 1 thread\n{'arch':<9}{'variant':<9}{'batch':>6}{'twin':>9}{'model':>9}"
+              f"{'ratio':>7}{'vs fp32 model':>15}")  # fmt: skip
+        for label, rows in int8_rows.items():
+            for batch, (twin, model, fp32_model) in rows.items():
+                print(f"{label}{batch:>6}{twin:>9.1f}{model:>9.1f}{model / twin:>7.2f}"
+                      f"{fp32_model / model:>14.2f}x")  # fmt: skip
     if args.savedmodel:
         savedmodel_vs_onnx(args.models_dir, args.rounds)
     return 1 if failures else 0
@@ -209,6 +224,26 @@ def report_rows(label: str, paths: dict[str, Path], rounds: int) -> int:
                 line += f"{times['plain']:>9.1f}{times['plain'] / twin:>7.2f}"
             print(f"{line}  <= {TARGETS[batch]} {'ok' if ok else 'MISSED'}", flush=True)
     return failures
+
+
+def int8_times(
+    paths: dict[str, Path], tmp: Path, rounds: int
+) -> dict[int, tuple[float, float, float]]:
+    """{batch: (INT8 twin, INT8 model, fp32 model)} microseconds per image at one thread."""
+    from training.onnx.quantize import quantize_int8
+
+    calibration = np.random.default_rng(0).random((200, 28, 28), dtype=np.float32)
+    quantized = {}
+    for name in ("twin", "model"):
+        quantized[name] = paths[name].with_suffix(".int8.onnx")
+        quantize_int8(paths[name], quantized[name], calibration)
+    runners = {name: onnx_runner(session(path, 1)) for name, path in quantized.items()}
+    runners["fp32"] = onnx_runner(session(paths["model"], 1))
+    rows = {}
+    for batch in (1, 8, 64):
+        times = per_image_us(runners, batch, rounds)
+        rows[batch] = (times["twin"], times["model"], times["fp32"])
+    return rows
 
 
 def savedmodel_vs_onnx(models_dir: Path, rounds: int) -> None:

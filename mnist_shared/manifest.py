@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 1
+FP32, INT8 = "fp32", "int8"  # the exported ONNX model's own precision, and its twin's
+PRECISIONS = (FP32, INT8)
 _CHUNK = 1 << 20
 
 
@@ -25,6 +27,30 @@ class TensorSpec(BaseModel):
     dtype: str
     shape: list[int | None] = Field(description="None marks the dynamic batch dimension.")
     description: str = ""
+
+
+class PrecisionTwin(BaseModel):
+    """A reduced-precision twin of the ONNX model, as export measured it against fp32."""
+
+    model_config = ConfigDict(extra="allow")
+
+    passed_gate: bool
+    reason: str = Field("", description="Why it failed the gate; empty when it passed.")
+    file: str | None = Field(None, description="Its ONNX file, when it passed the gate.")
+    test_accuracy: float = Field(ge=0, le=1)
+    fp32_test_accuracy: float = Field(ge=0, le=1)
+    agreement: float = Field(ge=0, le=1, description="Share of test images with fp32's digit.")
+    max_probability_diff: float = Field(ge=0)
+    cpu_us_per_image: float = Field(gt=0, description="One thread, at the service's batch.")
+    fp32_cpu_us_per_image: float = Field(gt=0)
+    kinds: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="Accuracy on each kind of client-like picture, its own and fp32's.",
+    )
+
+    @property
+    def faster(self) -> bool:
+        return self.cpu_us_per_image < self.fp32_cpu_us_per_image
 
 
 class Manifest(BaseModel):
@@ -50,20 +76,40 @@ class Manifest(BaseModel):
     parity: dict[str, Any] = Field(description="Export parity check: Keras vs SavedModel vs ONNX.")
     libraries: dict[str, str]
     files: dict[str, str] = Field(description="sha256 of every artifact file, by relative path.")
-    precisions: dict[str, dict[str, Any]] = Field(
+    precisions: dict[str, PrecisionTwin] = Field(
         default_factory=dict,
         description="Reduced-precision twins of the ONNX model by precision (e.g. int8): each "
         "one's test accuracy, agreement with fp32, CPU cost, and whether it passed the gate "
-        "(`served`, else `reason`). Empty: none was made.",
+        "(`passed_gate` and its `file`, else `reason`). Empty: none was made.",
     )
+
+    def precision_files(self) -> dict[str, str]:
+        """The ONNX file of each precision this version may serve: fp32's, then each twin that
+        passed its gate, fastest first (by its CPU cost measured at export)."""
+        passed = sorted(
+            (twin.cpu_us_per_image, precision, twin.file)
+            for precision, twin in self.precisions.items()
+            if twin.passed_gate and twin.file
+        )
+        return {FP32: self.onnx_file} | {precision: file for _, precision, file in passed if file}
+
+    def fastest_precision(self) -> str:
+        """The precision that cost fewest CPU microseconds per image at export, among fp32 and
+        the twins that passed their gate."""
+        for precision in self.precision_files():
+            if precision != FP32 and self.precisions[precision].faster:
+                return precision
+        return FP32
 
     @classmethod
     def read(cls, version_dir: Path) -> Manifest:
         return cls.model_validate_json((version_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
 
     def write(self, version_dir: Path) -> None:
-        text = self.model_dump_json(indent=2) + "\n"
-        (version_dir / MANIFEST_NAME).write_text(text, encoding="utf-8")
+        """Replace the manifest atomically: a reader sees the old one or the new one, whole."""
+        partial = version_dir / f".{MANIFEST_NAME}.partial"
+        partial.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        partial.replace(version_dir / MANIFEST_NAME)
 
 
 def sha256_file(path: Path) -> str:
@@ -111,6 +157,8 @@ def check_paths(version_dir: Path, manifest: Manifest) -> None:
     """Raise ValueError unless every path the manifest names stays inside `version_dir`."""
     artifact_path(version_dir, manifest.onnx_file, "onnx_file")
     artifact_path(version_dir, manifest.saved_model_dir, "saved_model_dir")
+    for precision, file in manifest.precision_files().items():
+        artifact_path(version_dir, file, f"precisions.{precision}.file")
     for relative in manifest.files:
         artifact_path(version_dir, relative, "files")
 

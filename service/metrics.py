@@ -44,14 +44,14 @@ class Metrics:
         self.batch_size = Histogram(
             "mnist_batch_size",
             "Images per inference call (micro-batches merge requests).",
-            ["variant", "backend"],
+            ["variant", "backend", "precision"],
             buckets=_BATCH_BUCKETS,
             registry=registry,
         )
         self.queue_depth = Gauge(
             "mnist_queue_depth",
             "Images waiting for an inference call.",
-            ["variant", "backend"],
+            ["variant", "backend", "precision"],
             registry=registry,
             multiprocess_mode="livesum",  # every live worker's queue, added up
         )

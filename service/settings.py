@@ -73,6 +73,12 @@ class Settings(BaseSettings):
         "", description="Variant used when a request names none; empty: the first served."
     )
     default_backend: str = Field("onnx", description="Backend used when a request names none.")
+    default_precision: Literal["fastest", "fp32"] = Field(
+        "fastest",
+        description="Precision of a request naming none, on the onnx backend: `fastest`, the "
+        "fastest model of the version that passed its accuracy gate at export (its INT8 twin, "
+        "where it has one); `fp32`, the exported model itself.",
+    )
     max_batch_size: int = Field(
         8,
         ge=1,

@@ -16,7 +16,7 @@ import shutil
 import stat
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ import numpy as np
 from mnist_shared.manifest import (
     MANIFEST_NAME,
     Manifest,
+    PrecisionTwin,
     TensorSpec,
     hash_artifacts,
     latest_version,
@@ -46,6 +47,12 @@ INPUT_SPEC = TensorSpec(
 )
 OUTPUT_SPEC = TensorSpec(
     name="probabilities", dtype="float32", shape=[None, 10], description="Softmax over digits 0-9."
+)
+
+
+REALWORLD_SET_HELP = (
+    "client-like pictures by kind (python -m devtools.realworld_set): the INT8 twin must also "
+    "read each kind within 0.5 points of fp32"
 )
 
 
@@ -75,17 +82,40 @@ class Int8Data:
     calibration_images: np.ndarray  # uint8 (N, 28, 28)
     test_images: np.ndarray  # uint8 (M, 28, 28)
     test_labels: np.ndarray  # (M,)
+    # Client-like pictures by kind, as the service frames them: uint8 (K, 28, 28) and labels.
+    kinds: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     @classmethod
     def from_splits(
-        cls, train_images: np.ndarray, test_images: np.ndarray, labels: np.ndarray, seed: int = 0
+        cls,
+        train_images: np.ndarray,
+        test_images: np.ndarray,
+        labels: np.ndarray,
+        seed: int = 0,
+        realworld_set: Path | None = None,
     ) -> Int8Data:
-        """CALIBRATION_IMAGES training images drawn with `seed`, and the whole test split."""
+        """CALIBRATION_IMAGES training images drawn with `seed`, the whole test split, and the
+        pictures of `realworld_set` (an .npz written by `python -m devtools.realworld_set`)."""
         from training.onnx.quantize import CALIBRATION_IMAGES
 
         rng = np.random.default_rng(seed)
         chosen = rng.permutation(len(train_images))[:CALIBRATION_IMAGES]
-        return cls(train_images[np.sort(chosen)], test_images, labels)
+        kinds = read_realworld_set(realworld_set) if realworld_set else {}
+        return cls(train_images[np.sort(chosen)], test_images, labels, kinds)
+
+
+def read_realworld_set(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{kind: (uint8 images (K, 28, 28), labels (K,))} from a set written by
+    `python -m devtools.realworld_set`."""
+    try:
+        with np.load(path) as archive:
+            images, labels, kinds = archive["images"], archive["labels"], archive["kinds"]
+    except (OSError, KeyError, ValueError) as error:
+        raise SystemExit(
+            f"--realworld-set {path} cannot be read ({error}); write one with "
+            "python -m devtools.realworld_set --output PATH"
+        ) from None
+    return {str(kind): (images[kinds == kind], labels[kinds == kind]) for kind in np.unique(kinds)}
 
 
 def serving_function(model: Any) -> Any:
@@ -121,9 +151,9 @@ def export_model(model: Any, request: ExportRequest, models_dir: Path) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".staging-{version}-", dir=variant_dir))
     try:
         parity = _write_artifacts(model, staging, request.parity_images)
-        precisions = _reduced_precisions(staging / "model.onnx", request.int8_data)
-        manifest = _manifest(request, version, parity, files=hash_artifacts(staging))
-        manifest.model_copy(update={"precisions": precisions}).write(staging)
+        precisions = reduced_precisions(staging / "model.onnx", request.int8_data)
+        files = hash_artifacts(staging)
+        _manifest(request, version, parity, files, precisions).write(staging)
         share_like(staging, variant_dir)
         staging.rename(final_dir)
     except BaseException:
@@ -146,20 +176,23 @@ def _write_artifacts(model: Any, out_dir: Path, parity_images: np.ndarray) -> di
     return check_parity(model, out_dir, parity_images)
 
 
-def _reduced_precisions(onnx_path: Path, data: Int8Data | None) -> dict[str, dict[str, Any]]:
-    """The INT8 twin's report (its file written beside `onnx_path` if the gate keeps it)."""
+def reduced_precisions(onnx_path: Path, data: Int8Data | None) -> dict[str, PrecisionTwin]:
+    """The INT8 twin's record (its file written beside `onnx_path` if the gate keeps it)."""
     if data is None:
         return {}
-    from training.onnx.quantize import int8_twin
+    from training.onnx.quantize import Labelled, int8_twin
 
     report = int8_twin(
         onnx_path,
         scale_pixels(data.calibration_images),
-        scale_pixels(data.test_images),
-        data.test_labels,
+        Labelled(scale_pixels(data.test_images), data.test_labels),
+        {
+            kind: Labelled(scale_pixels(images), labels)
+            for kind, (images, labels) in data.kinds.items()
+        },
     )
     logger.info("int8 twin: %s", report.record())
-    return {report.precision: report.record()}
+    return {report.precision: PrecisionTwin(**report.record())}
 
 
 def convert_to_onnx(model: Any, path: Path, *, rewrite: bool = True) -> None:
@@ -208,7 +241,11 @@ def check_parity(model: Any, out_dir: Path, images: np.ndarray) -> dict[str, Any
 
 
 def _manifest(
-    request: ExportRequest, version: int, parity: dict[str, Any], files: dict[str, str]
+    request: ExportRequest,
+    version: int,
+    parity: dict[str, Any],
+    files: dict[str, str],
+    precisions: dict[str, PrecisionTwin],
 ) -> Manifest:
     return Manifest(
         variant=request.variant,
@@ -225,6 +262,7 @@ def _manifest(
         parity=parity,
         libraries=library_versions(),
         files=files,
+        precisions=precisions,
     )
 
 
@@ -260,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         help="MNIST IDX directory (env MNIST_DATA_DIR); unset: keras.datasets.mnist",
     )
     parser.add_argument("--version", type=int, default=None, help="unset: the next free one")
+    parser.add_argument("--realworld-set", type=Path, help=REALWORLD_SET_HELP)
     args = parser.parse_args(argv)
     setup_logging()
 
@@ -287,7 +326,12 @@ def main(argv: list[str] | None = None) -> int:
         training=training,
         data=data.describe(),
         version=args.version,
-        int8_data=Int8Data.from_splits(data.train_images, data.test_images, data.test_labels),
+        int8_data=Int8Data.from_splits(
+            data.train_images,
+            data.test_images,
+            data.test_labels,
+            realworld_set=args.realworld_set,
+        ),
     )
     print(export_model(model, request, args.models_dir))
     return 0

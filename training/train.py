@@ -21,6 +21,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
+from training.export import REALWORLD_SET_HELP
 from training.variants import (
     ARCHITECTURES,
     DEFAULT_ARCHITECTURE,
@@ -51,6 +52,7 @@ class TrainConfig:
     jit_compile: bool | None = None  # None: XLA on GPU, plain TF on CPU (faster to start)
     export: bool = True
     version: int | None = None
+    realworld_set: str | None = None  # client-like pictures for the INT8 twin's gate
     command: str = ""
 
 
@@ -124,6 +126,7 @@ def _parser(defaults: TrainConfig) -> argparse.ArgumentParser:
         help="export each trained variant",
     )
     p.add_argument("--version", type=int, default=None, help="model version; unset: the next")
+    p.add_argument("--realworld-set", help=REALWORLD_SET_HELP)
     return p
 
 
@@ -268,7 +271,12 @@ def _export(
         training=training_record,
         data=data.describe(),
         version=config.version,
-        int8_data=Int8Data.from_splits(data.train_images, data.test_images, data.test_labels),
+        int8_data=Int8Data.from_splits(
+            data.train_images,
+            data.test_images,
+            data.test_labels,
+            realworld_set=Path(config.realworld_set) if config.realworld_set else None,
+        ),
     )
     return export_model(model, request, Path(config.output_dir))
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from mnist_shared.manifest import FP32, PRECISIONS
 from mnist_shared.preprocessing import IMAGE_SIZE, scale_pixels
 from service import __version__
 from service.dataplane.admission import Admission
@@ -41,7 +42,7 @@ from service.errors import (
 from service.metrics import Metrics
 from service.repository.registry import ModelRegistry
 from service.repository.variants import LoadedModel
-from service.runtime.backends import BACKENDS
+from service.runtime.backends import BACKENDS, OnnxBackend
 from service.runtime.in_flight import InFlight
 from service.settings import Settings
 
@@ -152,6 +153,24 @@ class DataPlane:
             raise BadRequest(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}.")
         return backend
 
+    @staticmethod
+    def check_precision(precision: str | None, backend: str) -> str | None:
+        """The precision a request names (None: each model's default), known and runnable on
+        `backend`; whether each model has it is `LoadedModel.precision_for`'s question."""
+        if not precision:
+            return None
+        if precision not in PRECISIONS:
+            raise BadRequest(
+                f"unknown precision {precision[:40]!r}: choose one of {', '.join(PRECISIONS)}, "
+                "or name none for the fastest that passed its accuracy gate."
+            )
+        if precision != FP32 and backend != OnnxBackend.name:
+            raise BadRequest(
+                f"precision {precision} runs on the onnx backend only; the {backend} backend "
+                f"serves {FP32}."
+            )
+        return precision
+
     async def infer(self, request: InferenceRequest) -> InferenceAnswer:
         """One inference request, from its first byte to its answer: choose the variants and
         the backend (404 / 503 before any reading), read the images, admit them (503 before
@@ -162,9 +181,10 @@ class DataPlane:
             backend = self.choose_backend(request.backend)
             variants = self._chosen_variants(request, version)
             payload = await request.read_images(self._limits)
+            precision = self._chosen_precision(request.precision(), backend, variants, version)
             async with self._admitted(payload.count * len(variants)), request.watch_client():
                 images, failures = await self._model_input(payload, request.whole)
-                results = await self._run(variants, backend, images, version)
+                results = await self._run(variants, backend, precision, images, version)
         return InferenceAnswer(results, backend, images, failures)
 
     def _chosen_variants(self, request: InferenceRequest, version: int | None) -> list[str]:
@@ -177,6 +197,22 @@ class DataPlane:
         for variant in variants:
             self.loaded_model(variant, version)
         return variants
+
+    def _chosen_precision(
+        self, asked: str | None, backend: str, variants: list[str], version: int | None
+    ) -> str | None:
+        """The precision a request names (None: each model's default), checked to be known,
+        runnable on `backend` and served by every chosen model (400 / 404 saying why)."""
+        asked = self.check_precision(asked, backend)
+        for variant in variants:
+            self._precision_of(self.loaded_model(variant, version), backend, asked)
+        return asked
+
+    def _precision_of(self, model: LoadedModel, backend: str, asked: str | None) -> str:
+        fastest = self.settings.default_precision == "fastest"
+        return model.precision_for(
+            asked, onnx=backend == OnnxBackend.name, fastest_by_default=fastest
+        )
 
     async def _model_input(
         self, payload: ImagePayload, whole: bool
@@ -193,22 +229,32 @@ class DataPlane:
         return scale_pixels(decoded.digits), decoded.failures
 
     async def _run(
-        self, variants: Sequence[str], backend: str, images: np.ndarray, version: int | None
+        self,
+        variants: Sequence[str],
+        backend: str,
+        asked: str | None,
+        images: np.ndarray,
+        version: int | None,
     ) -> list[VariantResult]:
-        """Probabilities of every variant. Each variant's model is picked once, here: a
-        version swapped in meanwhile serves the next request."""
+        """Probabilities of every variant, each in the precision `asked` or its default. Each
+        variant's model is picked once, here: a version swapped in meanwhile serves the next
+        request."""
         models = [self.loaded_model(variant, version) for variant in variants]
+        precisions = [self._precision_of(model, backend, asked) for model in models]
         if len(models) == 1:  # the common case: no tasks to create and gather
-            answers = [await self._registry.predict(models[0], backend, images)]
+            answers = [await self._registry.predict(models[0], backend, precisions[0], images)]
         else:
             answers = await asyncio.gather(
-                *(self._registry.predict(model, backend, images) for model in models)
+                *(
+                    self._registry.predict(model, backend, precision, images)
+                    for model, precision in zip(models, precisions, strict=True)
+                )
             )
         for variant in variants:
             self._metrics.images_classified(variant, len(images))
         return [
-            VariantResult(model.variant, model.version, backend, probabilities)
-            for model, probabilities in zip(models, answers, strict=True)
+            VariantResult(model.variant, model.version, backend, precision, probabilities)
+            for model, precision, probabilities in zip(models, precisions, answers, strict=True)
         ]
 
     @asynccontextmanager

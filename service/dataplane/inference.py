@@ -27,6 +27,9 @@ MAX_DIGITS = 18
 # Reads and parses the request's images (not decoding them yet) once its model is chosen:
 # a request for a model that cannot answer costs no body reading.
 ReadImages = Callable[[Limits], Awaitable[ImagePayload]]
+# The precision the request names (None or "": each model's MNIST_DEFAULT_PRECISION), asked
+# once its images are read: the Open Inference Protocol's REST body carries it as a parameter.
+AskedPrecision = Callable[[], str | None]
 # An async context around the inference that cancels it when the client goes away.
 WatchClient = Callable[[], AbstractAsyncContextManager[None]]
 
@@ -40,6 +43,7 @@ class InferenceRequest:
     model: str | None = None
     version: str | None = None  # as the protocol sends it; None or "": the newest serving
     backend: str | None = None  # None: MNIST_DEFAULT_BACKEND
+    precision: AskedPrecision = field(default=lambda: None)
     # True: a picture without a digit fails the whole request (the Open Inference Protocol
     # answers a request whole); False: it gets an error entry in its place (`/predict`).
     whole: bool = False
@@ -58,6 +62,7 @@ class VariantResult:
     variant: str
     version: int
     backend: str
+    precision: str  # the model file that ran: fp32, or a twin (int8)
     probabilities: np.ndarray  # float32 (N, 10)
 
     @property

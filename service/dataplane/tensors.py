@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -190,6 +190,17 @@ def check_outputs(requested: Sequence[str]) -> None:
     for name in requested:
         if name not in OUTPUTS:
             raise BadRequest(f"unknown output {name!r}: choose from {', '.join(OUTPUTS)}.")
+
+
+def text_parameter(parameters: Mapping[str, object], name: str) -> str | None:
+    """A request parameter that must be a string (the Open Inference Protocol's `precision`);
+    None when absent."""
+    value = parameters.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    raise BadRequest(
+        f'parameter {name!r} must be a string such as "int8", not {str(value)[:40]!r}.'
+    )
 
 
 def output_tensors(result: VariantResult, requested: Sequence[str]) -> list[Tensor]:

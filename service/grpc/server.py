@@ -41,7 +41,7 @@ from service.errors import (
 )
 from service.grpc import grpc_predict_v2_pb2 as pb
 from service.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
-from service.grpc.tensors import images_of
+from service.grpc.tensors import images_of, precision_of
 
 logger = logging.getLogger(__name__)
 
@@ -229,6 +229,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 model=request.model_name,
                 version=request.model_version,
                 whole=True,
+                precision=functools.partial(precision_of, request),
             )
         )
         (result,) = answer.results
@@ -237,6 +238,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         )
         for key, value in request.parameters.items():
             response.parameters[key].CopyFrom(value)
+        response.parameters["precision"].string_param = result.precision
         requested = [output.name for output in request.outputs]
         for tensor in output_tensors(result, requested):
             response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)

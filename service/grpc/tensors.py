@@ -18,6 +18,7 @@ from service.dataplane.tensors import (
     element_count,
     payload_from_inputs,
     split_bytes_elements,
+    text_parameter,
 )
 from service.errors import BadRequest
 
@@ -102,3 +103,12 @@ def _contents(
             f"input {item.name!r}: a value in contents.{field} is outside {datatype}'s range "
             f"{info.min}..{info.max}."
         ) from None
+
+
+def precision_of(request: Any) -> str | None:
+    """ModelInfer's `precision` parameter (a string_param), None when absent."""
+    if "precision" not in request.parameters:
+        return None
+    value = request.parameters["precision"]
+    choice = value.WhichOneof("parameter_choice")
+    return text_parameter({"precision": getattr(value, choice) if choice else ""}, "precision")

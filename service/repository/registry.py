@@ -164,12 +164,14 @@ class ModelRegistry(RegistryState):
             return serving[max(serving)]
         raise NotReady(self._why_not_serving(record))
 
-    async def predict(self, model: LoadedModel, backend: str, images: np.ndarray) -> np.ndarray:
+    async def predict(
+        self, model: LoadedModel, backend: str, precision: str, images: np.ndarray
+    ) -> np.ndarray:
         model.users += 1
         try:
-            if backend not in model.batchers:
+            if (backend, precision) not in model.batchers:
                 await self._load_savedmodel(model)
-            return await model.batchers[backend].predict(images)
+            return await model.batchers[backend, precision].predict(images)
         finally:
             model.users -= 1
 
@@ -195,7 +197,7 @@ class ModelRegistry(RegistryState):
         record.loading.add(version)
         try:
             threads = self._settings.inference_threads
-            manifest, backend = await asyncio.to_thread(
+            manifest, backends = await asyncio.to_thread(
                 load_version, version_dir, threads, self._settings.lone_session_threads
             )
         except LoadFailed as error:
@@ -206,10 +208,14 @@ class ModelRegistry(RegistryState):
         finally:
             record.loading.discard(version)
         model = LoadedModel(record.name, version_dir, manifest)
-        self._add_batcher(model, backend)
+        for backend in backends:
+            self._add_batcher(model, backend)
         record.serving = {**record.serving, version: model}  # the swap: one assignment
         record.required = True
-        logger.info("serving %s version %d (onnx) from %s", record.name, version, version_dir)
+        logger.info(
+            "serving %s version %d (onnx: %s) from %s",
+            record.name, version, ", ".join(model.precisions), version_dir,
+        )  # fmt: skip
 
     def _retire(self, record: VariantRecord, versions: list[int]) -> None:
         if not versions:
@@ -241,7 +247,7 @@ class ModelRegistry(RegistryState):
     async def _load_savedmodel(self, model: LoadedModel) -> None:
         record = self._variants[model.variant]
         async with record.lock:
-            if SavedModelBackend.name in model.batchers:
+            if (SavedModelBackend.name, SavedModelBackend.precision) in model.batchers:
                 return
             try:
                 backend = await asyncio.to_thread(
@@ -257,7 +263,7 @@ class ModelRegistry(RegistryState):
             self._add_batcher(model, backend)
 
     def _add_batcher(self, model: LoadedModel, backend: Backend) -> None:
-        labels = {"variant": model.variant, "backend": backend.name}
+        labels = {"variant": model.variant, "backend": backend.name, "precision": backend.precision}
         batcher = MicroBatcher(
             backend.predict,
             self._executor,
@@ -268,10 +274,10 @@ class ModelRegistry(RegistryState):
             on_queue_change=self._metrics.queue_depth.labels(**labels).inc,
             in_flight=self._in_flight,
             inline_lone_requests=self._settings.inline_lone_requests,
-            name=f"{model.variant}/{model.version}/{backend.name}",
+            name=f"{model.variant}/{model.version}/{backend.name}/{backend.precision}",
         )
         batcher.start()
-        model.batchers[backend.name] = batcher
+        model.batchers[backend.name, backend.precision] = batcher
 
 
 def discover_variants(settings: Settings) -> list[str]:

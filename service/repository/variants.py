@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mnist_shared.manifest import Manifest
+from mnist_shared.manifest import FP32, Manifest
+from service.errors import NotFound
 from service.runtime.backends import installed_backends
 from service.runtime.batching import MicroBatcher
 from service.runtime.model_loading import Fingerprint
@@ -22,12 +23,35 @@ class LoadedModel:
     variant: str
     version_dir: Path
     manifest: Manifest
-    batchers: dict[str, MicroBatcher] = field(default_factory=dict)
+    # By (backend, precision): ("onnx", "fp32"), ("onnx", "int8"), ("savedmodel", "fp32").
+    batchers: dict[tuple[str, str], MicroBatcher] = field(default_factory=dict)
     users: int = 0  # requests using this version now; it retires when they are done
 
     @property
     def version(self) -> int:
         return self.manifest.version
+
+    @property
+    def precisions(self) -> list[str]:
+        """fp32 and each twin that passed its gate, the fastest first (what a request naming
+        none runs on the onnx backend, unless MNIST_DEFAULT_PRECISION=fp32)."""
+        fastest = self.manifest.fastest_precision()
+        return [fastest, *(name for name in self.manifest.precision_files() if name != fastest)]
+
+    def precision_for(self, asked: str | None, onnx: bool, fastest_by_default: bool) -> str:
+        """The precision a request runs in: the one it `asked` for (NotFound saying why when
+        this version has none), else the fastest that passed its gate (fp32 on the
+        SavedModel backend, or when `fastest_by_default` is off)."""
+        if asked is None:
+            return self.manifest.fastest_precision() if onnx and fastest_by_default else FP32
+        if asked in self.precisions:
+            return asked
+        twin = self.manifest.precisions.get(asked)
+        why = f"it failed its accuracy gate: {twin.reason}" if twin else "none was exported"
+        raise NotFound(
+            f"{self.variant} version {self.version} has no {asked} model ({why}). Ask for "
+            f"precision={FP32}, or name none for the fastest that passed its gate."
+        )
 
     async def stop_when_unused(self) -> None:
         while self.users:
@@ -44,6 +68,11 @@ class LoadedModel:
             "served_version": manifest.version,
             "architecture": manifest.architecture,
             "backends": installed_backends(),
+            "precisions": self.precisions,
+            "precision_gate": {
+                name: twin.model_dump(exclude_none=True)
+                for name, twin in manifest.precisions.items()
+            },
             "input": manifest.input.model_dump(),
             "output": manifest.output.model_dump(),
             "test_accuracy": manifest.test_accuracy,

@@ -56,6 +56,7 @@ async def predict(request: Request) -> Response:
             variant=variant,
             version=query.get("version"),
             backend=query.get("backend"),
+            precision=functools.partial(query.get, "precision"),
             watch_client=functools.partial(dropped_on_disconnect, request),
         )
     )
@@ -158,6 +159,7 @@ def _variant_answer(
         "variant": result.variant,
         "model_version": result.version,
         "backend": result.backend,
+        "precision": result.precision,
         "predictions": predictions,
     }
 

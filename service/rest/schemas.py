@@ -24,6 +24,7 @@ class VariantPredictions(BaseModel):
     variant: str
     model_version: int
     backend: str
+    precision: str = Field(description="The model that ran: fp32, or its INT8 twin (int8).")
     predictions: list[Prediction] = Field(description="One per input image, in input order.")
 
 
@@ -41,6 +42,7 @@ PREDICTION_EXAMPLE = {
     "variant": "group",
     "model_version": 1,
     "backend": "onnx",
+    "precision": "int8",
     "predictions": [
         {
             "digit": 7,
@@ -61,6 +63,13 @@ PREDICT_PARAMETERS = [
     for name, kind, enum, description in [
         ("variant", "string", None, "group, instance, layer or all; default: the first served."),
         ("backend", "string", ["onnx", "savedmodel"], "onnx (default) or savedmodel."),
+        (
+            "precision",
+            "string",
+            ["fp32", "int8"],
+            "fp32, or int8 where the model's INT8 twin passed its accuracy gate; default: the "
+            "fastest that passed (GET /models lists each model's).",
+        ),
         ("version", "integer", None, "a loaded model version; default: the newest serving."),
         (
             "return_input",

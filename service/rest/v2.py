@@ -87,6 +87,7 @@ async def model_infer(
             model=model,
             version=version,
             whole=True,
+            precision=body.precision,
             watch_client=functools.partial(dropped_on_disconnect, request),
         )
     )
@@ -96,8 +97,7 @@ async def model_infer(
     reply: dict[str, Any] = {"model_name": model, "model_version": str(result.version)}
     if inference.id is not None:
         reply["id"] = inference.id
-    if inference.parameters:
-        reply["parameters"] = inference.parameters
+    reply["parameters"] = (inference.parameters or {}) | {"precision": result.precision}
     outputs = output_tensors(result, body.requested_outputs)
     return _response(reply, outputs, body.binary_outputs)
 

@@ -24,6 +24,7 @@ from service.dataplane.tensors import (
     element_count,
     payload_from_inputs,
     split_bytes_elements,
+    text_parameter,
 )
 from service.errors import BadRequest, PayloadTooLarge
 from service.rest.body import BodyLimit, read_body
@@ -84,6 +85,11 @@ class InferenceBody:
         self.binary_outputs = _binary_outputs(self.inference)  # 400 before any work if malformed
         inputs = _input_tensors(self.inference, binary, limits)
         return payload_from_inputs(inputs, limits)
+
+    def precision(self) -> str | None:
+        """The request's `precision` parameter (once read), as the data plane asks for it."""
+        assert self.inference is not None  # the data plane reads the images first
+        return text_parameter(self.inference.parameters or {}, "precision")
 
 
 def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mnist_shared.manifest import Manifest, verify_artifacts
+from mnist_shared.manifest import FP32, Manifest, verify_artifacts
 from service.errors import BackendUnavailable
 
 logger = logging.getLogger(__name__)
@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 class Backend(Protocol):
     name: str
+    precision: str
 
     def predict(self, images: np.ndarray) -> np.ndarray: ...
 
@@ -32,15 +33,25 @@ class OnnxBackend:
     """One onnxruntime session of `threads` threads for batches (the inference thread), and
     for lone requests a second one of `lone_session_threads` that splits each operator over the
     machine's idle cores. Its pool threads spin while a run is on (no wake-up between the
-    model's operators) and stop the moment it returns, so an idle service burns no CPU."""
+    model's operators) and stop the moment it returns, so an idle service burns no CPU.
+
+    `precision` picks the model file: fp32 (the export's own) or a reduced-precision twin
+    that passed its gate (`Manifest.precision_files`)."""
 
     name = "onnx"
 
     def __init__(
-        self, version_dir: Path, manifest: Manifest, threads: int, lone_session_threads: int = 1
+        self,
+        version_dir: Path,
+        manifest: Manifest,
+        threads: int,
+        lone_session_threads: int = 1,
+        precision: str = FP32,
     ) -> None:
-        verify_artifacts(version_dir, manifest, only=[manifest.onnx_file])
-        model_file = version_dir / manifest.onnx_file
+        file = manifest.precision_files()[precision]
+        verify_artifacts(version_dir, manifest, only=[file])
+        model_file = version_dir / file
+        self.precision = precision
         self._session = _onnx_session(model_file, threads)
         self._lone_session = (
             _onnx_session(model_file, lone_session_threads)
@@ -72,6 +83,7 @@ def _onnx_session(model_file: Path, threads: int) -> Any:
 
 class SavedModelBackend:
     name = "savedmodel"
+    precision = FP32
 
     def __init__(self, version_dir: Path, manifest: Manifest) -> None:
         if not tensorflow_available():

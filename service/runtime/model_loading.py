@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
-from mnist_shared.manifest import MANIFEST_NAME, Manifest, check_paths
+from mnist_shared.manifest import FP32, MANIFEST_NAME, Manifest, check_paths
 from mnist_shared.preprocessing import IMAGE_SIZE
 from service.runtime.backends import Backend, OnnxBackend
 
@@ -40,10 +40,12 @@ def fingerprint(version_dir: Path) -> Fingerprint:
 
 def load_version(
     version_dir: Path, threads: int, lone_session_threads: int = 1
-) -> tuple[Manifest, Backend]:
-    """The version's manifest and its verified, smoke-checked ONNX backend (sessions of
-    `threads` and `lone_session_threads` threads, see `OnnxBackend`); LoadFailed saying why
-    otherwise."""
+) -> tuple[Manifest, list[Backend]]:
+    """The version's manifest and its verified, smoke-checked ONNX backends, one per precision
+    it serves (fp32, and each twin that passed its gate; sessions of `threads` and
+    `lone_session_threads` threads, see `OnnxBackend`); LoadFailed saying why otherwise: a
+    twin the manifest vouches for but that does not load refuses the whole version, as a
+    damaged fp32 file would."""
     try:
         manifest = Manifest.read(version_dir)
     except (OSError, ValidationError, ValueError) as error:
@@ -57,40 +59,53 @@ def load_version(
         # Every path up front, the SavedModel's too: a manifest pointing outside its version is
         # refused as a whole, not only once someone asks for the TensorFlow backend.
         check_paths(version_dir, manifest)
-        backend = OnnxBackend(version_dir, manifest, threads, lone_session_threads)
+    except ValueError as error:  # a path leading out of the version
+        raise LoadFailed(str(error)) from None
+    backends = [
+        _onnx_backend(version_dir, manifest, threads, lone_session_threads, precision)
+        for precision in manifest.precision_files()
+    ]
+    for backend in backends:
+        smoke_check(backend)
+    return manifest, backends
+
+
+def _onnx_backend(
+    version_dir: Path, manifest: Manifest, threads: int, lone_threads: int, precision: str
+) -> Backend:
+    try:
+        return OnnxBackend(version_dir, manifest, threads, lone_threads, precision)
     except ValueError as error:  # verify_artifacts: unlisted, missing, outside, sha256 mismatch
         raise LoadFailed(str(error)) from None
     except Exception as error:  # onnxruntime's own errors share no base class
-        raise LoadFailed(
-            f"{manifest.onnx_file} does not load in onnxruntime ({_first_line(error)})"
-        ) from None
-    smoke_check(backend)
-    return manifest, backend
+        file = manifest.precision_files()[precision]
+        raise LoadFailed(f"{file} does not load in onnxruntime ({_first_line(error)})") from None
 
 
 def smoke_check(backend: Backend) -> None:
     """Fixed inputs through the model (which also warms it up): shape (N, 10), finite, each
     row a probability distribution, and the same from the lone-request path."""
     images = _smoke_images()
+    check = "smoke check" if backend.precision == FP32 else f"smoke check ({backend.precision})"
     try:
         probabilities = np.asarray(backend.predict(images))
         lone = np.asarray(backend.predict_lone(images[:1]))
     except Exception as error:
-        raise LoadFailed(f"smoke check: inference raised {_first_line(error)}") from None
+        raise LoadFailed(f"{check}: inference raised {_first_line(error)}") from None
     if probabilities.shape != (len(images), 10):
         raise LoadFailed(
-            f"smoke check: output shape {probabilities.shape}, expected ({len(images)}, 10)"
+            f"{check}: output shape {probabilities.shape}, expected ({len(images)}, 10)"
         )
     if not np.isfinite(probabilities).all():
-        raise LoadFailed("smoke check: the probabilities are not all finite (NaN or infinity)")
+        raise LoadFailed(f"{check}: the probabilities are not all finite (NaN or infinity)")
     sums = probabilities.sum(axis=1)
     if (probabilities < 0).any() or not np.allclose(sums, 1.0, atol=1e-3):
         raise LoadFailed(
-            f"smoke check: rows are not probability distributions (row sums {sums.min():.4f}"
+            f"{check}: rows are not probability distributions (row sums {sums.min():.4f}"
             f"..{sums.max():.4f}, expected 1)"
         )
     if lone.shape != (1, 10) or not np.allclose(lone, probabilities[:1], atol=1e-5):
-        raise LoadFailed("smoke check: the lone-request session disagrees with the batch one")
+        raise LoadFailed(f"{check}: the lone-request session disagrees with the batch one")
 
 
 def _smoke_images() -> np.ndarray:

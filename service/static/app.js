@@ -81,7 +81,8 @@ function render(body, milliseconds) {
     card.querySelector(".digit").textContent = String(prediction.digit);
     card.querySelector(".confidence").textContent =
       `${(prediction.confidence * 100).toFixed(1)}% sure`;
-    card.querySelector(".version").textContent = `(version ${result.model_version})`;
+    card.querySelector(".version").textContent =
+      `(version ${result.model_version}, ${result.precision})`;
     const bars = card.querySelector(".bars");
     bars.replaceChildren(...prediction.probabilities.map((p, digit) => {
       const bar = document.createElement("div");
@@ -108,8 +109,10 @@ async function predict(blob, name) {
   form.append("file", blob, name);
   const started = performance.now();
   try {
-    const response = await fetch("/predict?variant=all&return_input=true",
-                                 { method: "POST", body: form });
+    const query = new URLSearchParams({ variant: "all", return_input: "true" });
+    const precision = document.getElementById("precision").value;
+    if (precision) query.set("precision", precision);
+    const response = await fetch(`/predict?${query}`, { method: "POST", body: form });
     const body = await response.json();
     if (!response.ok) {
       showError(MESSAGES[response.status] || body.error || `The service answered ${response.status}.`);

@@ -52,6 +52,8 @@ def add_version(
     data = (source / "model.onnx").read_bytes()
     data = onnx(data) if onnx else data
     (staging / "model.onnx").write_bytes(data)
+    for twin in source.glob("model.*.onnx"):  # the reduced-precision twins, as they are
+        shutil.copy(twin, staging)
     manifest = json.loads((source / "manifest.json").read_text())
     manifest["version"] = version
     if rehash:
@@ -297,7 +299,7 @@ def _load_failures(client: TestClient) -> float:
 
 
 class FakeBackend:
-    name = "fake"
+    name, precision = "fake", "fp32"
 
     def __init__(self, output, output_lone=None) -> None:
         self.output = output
@@ -336,13 +338,14 @@ def test_the_smoke_check_refuses_a_lone_request_session_that_disagrees():
 @pytest.mark.parametrize("lone_session_threads", [1, 2])
 def test_the_lone_request_session_answers_as_the_batch_one(mnist, lone_session_threads):
     version_dir = sorted((COMMITTED / "group").iterdir())[-1]
-    _, backend = load_version(version_dir, threads=1, lone_session_threads=lone_session_threads)
+    _, backends = load_version(version_dir, threads=1, lone_session_threads=lone_session_threads)
     images = scale_pixels(mnist.test_images[:4])
-    for image in images:
-        np.testing.assert_allclose(
-            backend.predict_lone(image[None]), backend.predict(image[None]), atol=1e-6
-        )
-    assert (backend._lone_session is backend._session) == (lone_session_threads == 1)
+    for backend in backends:  # each precision's
+        for image in images:
+            np.testing.assert_allclose(
+                backend.predict_lone(image[None]), backend.predict(image[None]), atol=1e-6
+            )
+        assert (backend._lone_session is backend._session) == (lone_session_threads == 1)
 
 
 def test_a_broken_new_variant_neither_drops_readiness_nor_becomes_the_default(models, digit_png):

@@ -64,7 +64,8 @@ class SlowModel:
 
 
 def slow_down(app, seconds: float, variant: str = "group") -> SlowModel:
-    batcher = app.state.registry.model(variant).batchers["onnx"]
+    model = app.state.registry.model(variant)
+    batcher = model.batchers["onnx", model.precisions[0]]  # what a request naming none runs
     slow = SlowModel(batcher._predict, seconds)
     batcher._predict = slow
     batcher._inline_lone_requests = False  # the slow model stands for a busy inference thread

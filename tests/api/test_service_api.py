@@ -404,15 +404,17 @@ def test_corrupted_model_is_not_ready(tmp_path):
         )
 
 
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
 @pytest.mark.parametrize("max_batch_size", [1, 64])
-def test_concurrent_requests_match_unbatched_inference(mnist, max_batch_size):
+def test_concurrent_requests_match_unbatched_inference(mnist, max_batch_size, precision):
     import onnxruntime as ort
 
-    from mnist_shared.manifest import latest_version
+    from mnist_shared.manifest import Manifest, latest_version
     from mnist_shared.preprocessing import scale_pixels
 
-    version = latest_version(MODELS_DIR / "group")
-    session = ort.InferenceSession(str(MODELS_DIR / "group" / str(version) / "model.onnx"))
+    version_dir = MODELS_DIR / "group" / str(latest_version(MODELS_DIR / "group"))
+    model_file = Manifest.read(version_dir).precision_files()[precision]
+    session = ort.InferenceSession(str(version_dir / model_file))
     images = mnist.test_images[:48]
     expected = np.concatenate(
         [session.run(None, {"image": scale_pixels(images[i : i + 1])})[0] for i in range(48)]
@@ -433,7 +435,11 @@ def test_concurrent_requests_match_unbatched_inference(mnist, max_batch_size):
                     await asyncio.sleep(0.05)
                 responses = await asyncio.gather(
                     *(
-                        http.post("/predict", json={"pixels": [images[i].tolist()]})
+                        http.post(
+                            "/predict",
+                            params={"precision": precision},
+                            json={"pixels": [images[i].tolist()]},
+                        )
                         for i in range(48)
                     )
                 )
@@ -443,10 +449,13 @@ def test_concurrent_requests_match_unbatched_inference(mnist, max_batch_size):
     bodies, metrics = asyncio.run(run())
     got = np.array([b["predictions"][0]["probabilities"] for b in bodies])
     np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert {b["precision"] for b in bodies} == {precision}
     batches = [
         line
         for line in metrics.splitlines()
-        if line.startswith('mnist_batch_size_count{backend="onnx",variant="group"}')
+        if line.startswith(
+            f'mnist_batch_size_count{{backend="onnx",precision="{precision}",variant="group"}}'
+        )
     ]
     n_batches = float(batches[0].split()[-1])
     if max_batch_size == 1:

@@ -159,10 +159,11 @@ GROUP_3 = REPO_ROOT / "models" / "group" / "3"
 
 
 def _copy_version(models: Path, version: int = 3) -> Path:
-    """The committed group version as `version`: its ONNX file, SavedModel and manifest."""
+    """The committed group version as `version`: its ONNX files, SavedModel and manifest."""
     directory = models / "group" / str(version)
     directory.mkdir(parents=True)
-    shutil.copy(GROUP_3 / "model.onnx", directory)
+    for onnx_file in GROUP_3.glob("*.onnx"):  # fp32's and the INT8 twin's
+        shutil.copy(onnx_file, directory)
     shutil.copytree(GROUP_3 / "saved_model", directory / "saved_model")
     manifest = json.loads((GROUP_3 / MANIFEST_NAME).read_text())
     manifest["version"] = version

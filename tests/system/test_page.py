@@ -79,10 +79,20 @@ def test_vertical_stroke_reads_one(page, server):
     _expect_digit(page, 1)
     assert page.locator("#preview").is_visible()
     assert page.locator("#preview").get_attribute("src").startswith("data:image/png;base64,")
-    assert "version" in page.locator("#result-group .version").inner_text()
+    assert page.locator("#result-group .version").inner_text().endswith(", int8)")  # fastest
     assert "ms" in page.locator("#latency").inner_text()
     assert page.locator("#result-layer .bars .bar").count() == 10
     _only_own_origin(page, server)
+
+
+def test_the_chosen_precision_runs_and_is_shown(page, server):
+    from playwright.sync_api import expect
+
+    page.select_option("#precision", "fp32")
+    _draw(page, [(140, 40 + 10 * i) for i in range(21)])
+    _expect_digit(page, 1)
+    for variant in VARIANTS:
+        expect(page.locator(f"#result-{variant} .version")).to_contain_text(", fp32)")
 
 
 def test_ring_reads_zero(page, server):

@@ -42,10 +42,11 @@ def _png(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _predict(server, images: np.ndarray, variant: str) -> np.ndarray:
+def _predict(server, images: np.ndarray, variant: str, precision: str = "") -> np.ndarray:
     files = [("file", (f"{i}.png", _png(image), "image/png")) for i, image in enumerate(images)]
     url = f"{server.url}/predict"
-    answer = httpx.post(url, params={"variant": variant}, files=files).json()
+    params = {"variant": variant, "precision": precision}
+    answer = httpx.post(url, params=params, files=files).json()
     return np.array([p["probabilities"] for p in answer["predictions"]], np.float32)
 
 
@@ -122,6 +123,31 @@ def test_grpc_infer_equals_predict(server, grpc, mnist):
         result.as_numpy("probabilities"), _predict(server, images, "instance"), atol=1e-6
     )
     assert result.get_response().model_version == result.get_response().model_version.strip()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+@pytest.mark.parametrize("client_name", ["http", "grpc"])
+def test_the_precision_parameter_picks_the_model_and_is_answered(
+    request, server, mnist, client_name, precision
+):
+    client = request.getfixturevalue(client_name)
+    module = httpclient if client_name == "http" else grpcclient
+    images = mnist.test_images[30:34]
+    result = client.infer(
+        "layer",
+        [_image_input(module, scale_pixels(images))],
+        parameters={"precision": precision},
+    )
+    np.testing.assert_allclose(
+        result.as_numpy("probabilities"), _predict(server, images, "layer", precision), atol=1e-6
+    )
+    response = result.get_response()
+    answered = (
+        response["parameters"]["precision"]
+        if client_name == "http"
+        else response.parameters["precision"].string_param
+    )
+    assert answered == precision
 
 
 @pytest.mark.parametrize("client_name", ["http", "grpc"])
