@@ -20,6 +20,7 @@ and 1 in the core of a stroke, holding only the digit. In short (docs/design.md 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import cv2
@@ -82,6 +83,19 @@ class NoDigitFound(ValueError):
 def ink_map(image: Image.Image) -> np.ndarray:
     """float32 (H, W) in [0, 1]: 0 where there is paper, 1 in the core of the digit's strokes.
     Raises NoDigitFound when nothing stands out."""
+    return _read_ink(image, _keep_the_digit)
+
+
+def all_marks(image: Image.Image) -> np.ndarray:
+    """As `ink_map`, with every mark kept (a number's digits, `segmentation`), not only the
+    digit's: rule lines, a sheet's edge and strips along an edge are still dropped."""
+    return _read_ink(image, _keep_the_marks)
+
+
+Keep = Callable[[np.ndarray], np.ndarray]
+
+
+def _read_ink(image: Image.Image, keep: Keep) -> np.ndarray:
     if image.mode in ("RGBA", "LA"):
         if is_transparent_canvas(image):
             return _stretch(np.asarray(image.getchannel("A"), dtype=np.float32), noise=0.0)
@@ -97,13 +111,13 @@ def ink_map(image: Image.Image) -> np.ndarray:
     plain = _Reading(float(paper_level), lit, dark_goes_on=False, square=BACKGROUND_FRACTION)
     edges = np.concatenate([dark[0], dark[-1], dark[:, 0], dark[:, -1]])
     if not (edges < lit).any():
-        return _digit_ink(dark, plain)
+        return _kept_ink(dark, plain, keep)
     as_cropped = plain._replace(square=TIGHT_FRACTION)  # a tight crop's strokes are wide
     try:
-        as_photo = _digit_ink(dark, plain._replace(dark_goes_on=True))
+        as_photo = _kept_ink(dark, plain._replace(dark_goes_on=True), keep)
     except NoDigitFound:
-        return _digit_ink(dark, as_cropped)
-    return _digit_ink(dark, as_cropped) if _spans_the_frame(as_photo) else as_photo
+        return _kept_ink(dark, as_cropped, keep)
+    return _kept_ink(dark, as_cropped, keep) if _spans_the_frame(as_photo) else as_photo
 
 
 def _spans_the_frame(ink: np.ndarray) -> bool:
@@ -129,9 +143,9 @@ class _Reading(NamedTuple):
     square: float  # the closing's square, as a fraction of the picture's longer side
 
 
-def _digit_ink(dark: np.ndarray, reading: _Reading) -> np.ndarray:
+def _kept_ink(dark: np.ndarray, reading: _Reading, keep: Keep) -> np.ndarray:
     ink, noise = _below_the_light(dark, reading)
-    return _keep_the_digit(_stretch(ink, noise))
+    return keep(_stretch(ink, noise))
 
 
 def _on_its_own_paper(image: Image.Image) -> Image.Image:
@@ -241,6 +255,21 @@ def _keep_the_digit(ink: np.ndarray) -> np.ndarray:
     ]
     keep = np.zeros(count, bool)
     keep[kept] = True
+    return np.where(keep[labels], ink, 0).astype(np.float32)
+
+
+def _keep_the_marks(ink: np.ndarray) -> np.ndarray:
+    """The ink of every mark but lines crossing the picture and strips along an edge."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(
+        (ink > BLOB_LEVEL).astype(np.uint8), connectivity=8
+    )
+    keep = np.zeros(count, bool)
+    for label in range(1, count):
+        keep[label] = not (
+            _is_line(stats[label], ink.shape) or _hugs_an_edge(stats[label], ink.shape)
+        )
+    if not keep.any():
+        raise NoDigitFound(NO_DIGIT)
     return np.where(keep[labels], ink, 0).astype(np.float32)
 
 

@@ -36,6 +36,7 @@ from service.repository.handlers import RepositoryHandlers
 from service.repository.registry import ModelRegistry
 from service.rest.front_door import FrontDoor, inference_routes
 from service.rest.pages import SecurityHeaders, add_pages
+from service.rest.read import router as read_router
 from service.rest.responses import JSONLineResponse, error_response, internal_error_response
 from service.rest.routes import router
 from service.rest.v2 import router as v2_router
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
     app.state.arrivals = Arrivals()  # counted by the front door, read by the SIGTERM drain
     _add_error_handlers(app)
     app.include_router(router)
+    app.include_router(read_router)
     app.include_router(v2_router)
     app.include_router(v2_repository_router)
     add_pages(app)
@@ -83,7 +85,10 @@ def _add_middleware(app: FastAPI, settings: Settings) -> None:
     are inference from the routers' own routes (and refuses a dependency on one it serves). A
     Host not in MNIST_ALLOWED_HOSTS gets 400 (DNS rebinding) before the front door; every
     answer, that 400 included, gets the security headers."""
-    app.add_middleware(FrontDoor, inference=inference_routes([*router.routes, *v2_router.routes]))
+    app.add_middleware(
+        FrontDoor,
+        inference=inference_routes([*router.routes, *read_router.routes, *v2_router.routes]),
+    )
     app.add_middleware(
         TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts, www_redirect=False
     )

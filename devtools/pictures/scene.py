@@ -89,7 +89,7 @@ def compose(digit: np.ndarray, scene: Scene, rng: np.random.Generator) -> Image.
     """Paper and ink under the scene's light, blur and noise, as an RGB picture."""
     coverage = ink_coverage(digit, scene, rng)[..., None]
     ink = np.array(scene.ink, np.float32)
-    pixels = _paper(scene) * (1 - coverage) + ink * coverage
+    pixels = paper_with_ruling(scene) * (1 - coverage) + ink * coverage
     if scene.shadow:
         pixels *= light_gradient(scene.canvas, scene.shadow, rng)[..., None]
     picture = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
@@ -102,7 +102,7 @@ def compose(digit: np.ndarray, scene: Scene, rng: np.random.Generator) -> Image.
     return picture
 
 
-def _paper(scene: Scene) -> np.ndarray:
+def paper_with_ruling(scene: Scene) -> np.ndarray:
     """The sheet's colour, with its printed rule or grid lines."""
     paper = np.array(scene.paper, np.float32)
     if not any(scene.ruling):

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from mnist_shared.manifest import FP32, PRECISIONS
 from mnist_shared.preprocessing import IMAGE_SIZE, scale_pixels
 from service import __version__
 from service.dataplane.admission import Admission
@@ -28,9 +27,12 @@ from service.dataplane.inference import (
     ALL_VARIANTS,
     InferenceAnswer,
     InferenceRequest,
+    ModelInput,
     VariantResult,
+    one_digit_each,
     parse_version,
 )
+from service.dataplane.precision import check_precision, precision_of
 from service.errors import (
     BadRequest,
     GatewayTimeout,
@@ -42,7 +44,7 @@ from service.errors import (
 from service.metrics import Metrics
 from service.repository.registry import ModelRegistry
 from service.repository.variants import LoadedModel
-from service.runtime.backends import BACKENDS, OnnxBackend
+from service.runtime.backends import BACKENDS
 from service.runtime.in_flight import InFlight
 from service.settings import Settings
 
@@ -117,6 +119,9 @@ class DataPlane:
             "outputs": [
                 {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]},
                 {"name": "digit", "datatype": "INT64", "shape": [-1]},
+                {"name": "boxes", "datatype": "INT64", "shape": [-1, 4]},
+                {"name": "picture", "datatype": "INT64", "shape": [-1]},
+                {"name": "line", "datatype": "INT64", "shape": [-1]},
             ],
         }
 
@@ -153,24 +158,6 @@ class DataPlane:
             raise BadRequest(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}.")
         return backend
 
-    @staticmethod
-    def check_precision(precision: str | None, backend: str) -> str | None:
-        """The precision a request names (None: each model's default), known and runnable on
-        `backend`; whether each model has it is `LoadedModel.precision_for`'s question."""
-        if not precision:
-            return None
-        if precision not in PRECISIONS:
-            raise BadRequest(
-                f"unknown precision {precision[:40]!r}: choose one of {', '.join(PRECISIONS)}, "
-                "or name none for the fastest that passed its accuracy gate."
-            )
-        if precision != FP32 and backend != OnnxBackend.name:
-            raise BadRequest(
-                f"precision {precision} runs on the onnx backend only; the {backend} backend "
-                f"serves {FP32}."
-            )
-        return precision
-
     async def infer(self, request: InferenceRequest) -> InferenceAnswer:
         """One inference request, from its first byte to its answer: choose the variants and
         the backend (404 / 503 before any reading), read the images, admit them (503 before
@@ -183,9 +170,9 @@ class DataPlane:
             payload = await request.read_images(self._limits)
             precision = self._chosen_precision(request.precision(), backend, variants, version)
             async with self._admitted(payload.count * len(variants)), request.watch_client():
-                images, failures = await self._model_input(payload, request.whole)
-                results = await self._run(variants, backend, precision, images, version)
-        return InferenceAnswer(results, backend, images, failures)
+                decoded = await self._model_input(payload, request.whole)
+                results = await self._run(variants, backend, precision, decoded.images, version)
+        return InferenceAnswer(results, backend, decoded.images, decoded.failures, decoded.numbers)
 
     def _chosen_variants(self, request: InferenceRequest, version: int | None) -> list[str]:
         """The variants to run, each checked to serve `version` (NotFound or NotReady saying
@@ -203,30 +190,27 @@ class DataPlane:
     ) -> str | None:
         """The precision a request names (None: each model's default), checked to be known,
         runnable on `backend` and served by every chosen model (400 / 404 saying why)."""
-        asked = self.check_precision(asked, backend)
+        asked = check_precision(asked, backend)
         for variant in variants:
             self._precision_of(self.loaded_model(variant, version), backend, asked)
         return asked
 
     def _precision_of(self, model: LoadedModel, backend: str, asked: str | None) -> str:
-        fastest = self.settings.default_precision == "fastest"
-        return model.precision_for(
-            asked, onnx=backend == OnnxBackend.name, fastest_by_default=fastest
-        )
+        return precision_of(model, backend, asked, self.settings.default_precision)
 
-    async def _model_input(
-        self, payload: ImagePayload, whole: bool
-    ) -> tuple[np.ndarray, dict[int, str]]:
-        """float32 (M, 28, 28) in [0, 1] for the models, and why each picture left out could
-        not be read (none when `whole`: the first such picture fails the request)."""
+    async def _model_input(self, payload: ImagePayload, whole: bool) -> ModelInput:
+        """The models' input, float32 (M, 28, 28) in [0, 1], and why each picture left out
+        could not be read (none when `whole`: the first such picture fails the request)."""
+        if payload.files:
+            decoded = await decode_files(payload.files, self._limits, payload.numbers)
+            digits = decoded.all_read() if whole else decoded.digits
+            failures = {} if whole else decoded.failures
+            return ModelInput(scale_pixels(digits), failures, decoded.numbers)
         if payload.model_input is not None:
-            return payload.model_input, {}
-        if payload.pixels is not None:
-            return scale_pixels(payload.pixels), {}
-        decoded = await decode_files(payload.files, self._limits)
-        if whole:
-            return scale_pixels(decoded.all_read()), {}
-        return scale_pixels(decoded.digits), decoded.failures
+            images = payload.model_input
+        else:
+            images = scale_pixels(payload.pixels)
+        return ModelInput(images, {}, one_digit_each(images) if payload.numbers else None)
 
     async def _run(
         self,

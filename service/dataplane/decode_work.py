@@ -19,8 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from threading import Event
 from typing import TypeVar
 
+from mnist_shared.preprocessing import IMAGE_SIZE
 from service.dataplane.decoding import (
-    IMAGE_SIZE,
     DecodedImages,
     Limits,
     OpenedImage,
@@ -44,24 +44,30 @@ INLINE_BYTES = 256 * 1024
 _DECODING_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decoding")
 
 
-async def decode_files(files: list[tuple[str, bytes]], limits: Limits) -> DecodedImages:
-    """Encoded pictures -> MNIST-ready digits. Small files' structure and headers are read on
-    the event loop (bounded by `image_structure`, a fraction of a millisecond), their pixels
-    decoded where their declared size says; large files are read wholly in a thread (walking
-    a JPEG's scans costs about 1 ms a megabyte)."""
+async def decode_files(
+    files: list[tuple[str, bytes]], limits: Limits, numbers: bool = False
+) -> DecodedImages:
+    """Encoded pictures -> MNIST-ready digits (with `numbers`, every digit of each). Small
+    files' structure and headers are read on the event loop (bounded by `image_structure`, a
+    fraction of a millisecond), their pixels decoded where their declared size says; large
+    files are read wholly in a thread (walking a JPEG's scans costs about 1 ms a megabyte)."""
     if sum(len(data) for _, data in files) > INLINE_BYTES:
-        return await in_stoppable_thread(_open_and_decode, files, limits)
+        return await in_stoppable_thread(_open_and_decode, files, limits, numbers)
     opened = open_images(files, limits)
-    if _inline_cost(opened) <= INLINE_COST:
-        return decode_opened(opened)
-    return await in_stoppable_thread(decode_opened, opened)
+    if _inline_cost(opened, numbers) <= INLINE_COST:
+        return decode_opened(opened, numbers=numbers)
+    return await in_stoppable_thread(functools.partial(decode_opened, numbers=numbers), opened)
 
 
-def _open_and_decode(files: list[tuple[str, bytes]], limits: Limits, stop: Event) -> DecodedImages:
-    return decode_opened(open_images(files, limits), stop)
+def _open_and_decode(
+    files: list[tuple[str, bytes]], limits: Limits, numbers: bool, stop: Event
+) -> DecodedImages:
+    return decode_opened(open_images(files, limits), stop, numbers)
 
 
-def _inline_cost(opened: list[OpenedImage]) -> int:
+def _inline_cost(opened: list[OpenedImage], numbers: bool = False) -> int:
+    if numbers:  # several digits framed a picture: a thread's work
+        return INLINE_COST + 1
     cost = 0
     for _, image in opened:
         width, height = image.size

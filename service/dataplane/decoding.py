@@ -7,10 +7,7 @@ and JSON `{"pixels": [28x28 arrays of 0..255]}`. Every way a client can get this
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
-import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +16,6 @@ from threading import Event
 from typing import TYPE_CHECKING
 
 import numpy as np
-import orjson
 import pillow_heif
 from PIL import (  # the plugins Pillow would load only on a first unknown file
     AvifImagePlugin,  # noqa: F401
@@ -29,12 +25,11 @@ from PIL import (  # the plugins Pillow would load only on a first unknown file
 )
 
 from mnist_shared.preprocessing import (
-    IMAGE_SIZE,
-    INK_THRESHOLD,
     NoDigitFound,
     reduce_for_digit,
     to_mnist_digit,
 )
+from mnist_shared.segmentation import FoundDigit, find_digits, upright_size
 from service.dataplane.image_structure import check_structure
 from service.errors import BadRequest, NoDigit, PayloadTooLarge
 
@@ -90,6 +85,9 @@ class ImagePayload:
     files: list[tuple[str, bytes]] = field(default_factory=list)  # (label, encoded bytes)
     pixels: np.ndarray | None = None  # uint8 (N, 28, 28)
     model_input: np.ndarray | None = None  # float32 (N, 28, 28) in [0, 1]
+    # Every digit of each picture is read, in reading order (`/read`, the protocol's number
+    # outputs), not one digit a picture.
+    numbers: bool = False
 
     @property
     def count(self) -> int:
@@ -122,6 +120,9 @@ class DecodedImages:
 
     digits: np.ndarray  # uint8 (M, 28, 28), in input order, the unreadable ones left out
     failures: dict[int, str] = field(default_factory=dict)  # input index -> what was wrong
+    # Read as numbers (`/read`): each readable picture's digits in reading order, with their
+    # boxes; `digits` holds them all, picture after picture.
+    numbers: list[list[FoundDigit]] | None = None
 
     def all_read(self) -> np.ndarray:
         """The digits, or the first failure as NoDigit (for protocols answering a request
@@ -131,11 +132,14 @@ class DecodedImages:
         return self.digits
 
 
-def decode_images(payloads: list[tuple[str, bytes]], limits: Limits) -> DecodedImages:
+def decode_images(
+    payloads: list[tuple[str, bytes]], limits: Limits, numbers: bool = False
+) -> DecodedImages:
     """Every image's header is read and the request's pixels counted before any is decoded,
     so a request over MNIST_MAX_REQUEST_PIXELS costs no decoding at all. A picture with no
-    digit is a failure of its own; NoDigit only when no picture has one."""
-    return decode_opened(open_images(payloads, limits))
+    digit is a failure of its own; NoDigit only when no picture has one. With `numbers`, every
+    digit of each picture is found (`segmentation`), not one a picture."""
+    return decode_opened(open_images(payloads, limits), numbers=numbers)
 
 
 def open_images(payloads: list[tuple[str, bytes]], limits: Limits) -> list[OpenedImage]:
@@ -149,22 +153,29 @@ class DecodingStopped(Exception):
     """The request that wanted these pictures was cancelled (timed out or disconnected)."""
 
 
-def decode_opened(opened: list[OpenedImage], stop: Event | None = None) -> DecodedImages:
-    """The opened images decoded and framed, one after the other; with `stop`, checked before
-    each, so that a cancelled request's work ends within one picture."""
-    digits, failures = [], {}
+def decode_opened(
+    opened: list[OpenedImage], stop: Event | None = None, numbers: bool = False
+) -> DecodedImages:
+    """The opened images decoded and framed, one after the other (with `numbers`, each read
+    as a number); with `stop`, checked before each, so that a cancelled request's work ends
+    within one picture."""
+    digits, failures, found = [], {}, []
     for index, (label, image) in enumerate(opened):
         if stop is not None and stop.is_set():
             raise DecodingStopped(label)
         try:
-            digits.append(_decode(image, label))
+            if numbers:
+                found.append(_read_number(image, label))
+                digits += [digit.digit for digit in found[-1]]
+            else:
+                digits.append(_decode(image, label))
         except NoDigit as error:
             failures[index] = str(error)
     if not digits:
         raise NoDigit(failures[0])
-    if len(digits) == 1:  # the common case, without np.stack's overhead
-        return DecodedImages(digits[0][None], failures)
-    return DecodedImages(np.stack(digits), failures)
+    # One digit is the common case: without np.stack's overhead.
+    stacked = digits[0][None] if len(digits) == 1 else np.stack(digits)
+    return DecodedImages(stacked, failures, found if numbers else None)
 
 
 def _open(data: bytes, limits: Limits, label: str) -> Image.Image:
@@ -198,6 +209,17 @@ def _decode(image: Image.Image, label: str) -> np.ndarray:
         raise NoDigit(f"{label}: {error}") from None
 
 
+def _read_number(image: Image.Image, label: str) -> list[FoundDigit]:
+    with _decoding_errors(label):
+        image.seek(0)
+        size = upright_size(image)
+        image = reduce_for_digit(image)
+    try:
+        return find_digits(image, size)
+    except NoDigitFound as error:
+        raise NoDigit(f"{label}: {error}") from None
+
+
 @contextmanager
 def _decoding_errors(label: str) -> Iterator[None]:
     """Pillow's errors while reading `label`, as the client errors they are."""
@@ -226,77 +248,3 @@ def check_count(count: int, limits: Limits) -> None:
             f"the request holds {count} images, more than the limit of {limits.max_images}. "
             "Split it into several requests."
         )
-
-
-def parse_json(body: bytes, limits: Limits) -> ImagePayload:
-    """`{"images": [base64, ...]}` or `{"pixels": [[[0..255] * 28] * 28, ...]}`."""
-    try:
-        # orjson: several times the standard library's speed on numbers (docs/design.md),
-        # and it holds the GIL (which the
-        # event loop needs) while it parses; it refuses what JSON has not (NaN, Infinity),
-        # integers beyond 64 bits and nesting deeper than 1024.
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        hint = "; NaN and Infinity are not JSON" if re.search(rb"NaN|Infinity", body) else ""
-        raise BadRequest(f"malformed JSON body ({error}{hint}).") from None
-    if not isinstance(document, dict) or len({"images", "pixels"} & document.keys()) != 1:
-        raise BadRequest(
-            'JSON body must be an object with exactly one of "images" (a list of base64-encoded '
-            'image files) or "pixels" (a list of 28x28 arrays of numbers 0..255).'
-        )
-    if "images" in document:
-        return _json_images(document["images"], limits)
-    return _json_pixels(document["pixels"], limits)
-
-
-def _json_images(items: object, limits: Limits) -> ImagePayload:
-    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
-        raise BadRequest(
-            '"images" must be a list of base64 strings (or data: URLs), one per image file.'
-        )
-    check_count(len(items), limits)
-    payloads = []
-    for index, item in enumerate(items):
-        if item.startswith("data:") and "," in item:  # a data: URL, as a browser's canvas gives
-            item = item.split(",", 1)[1]
-        try:
-            payloads.append((f"images[{index}]", base64.b64decode(item, validate=True)))
-        except (binascii.Error, ValueError):
-            raise BadRequest(f"images[{index}] is not valid base64.") from None
-    return ImagePayload(files=payloads)
-
-
-def _json_pixels(items: object, limits: Limits) -> ImagePayload:
-    if not isinstance(items, list):
-        raise BadRequest('"pixels" must be a list of 28x28 arrays of numbers 0..255.')
-    check_count(len(items), limits)
-    try:
-        pixels = np.asarray(items, dtype=np.float64)
-    except (ValueError, TypeError, OverflowError):  # OverflowError: 10**400
-        raise BadRequest(
-            '"pixels" must hold only numbers, as 28x28 nested lists (ragged or non-numeric found).'
-        ) from None
-    if pixels.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
-        raise BadRequest(
-            f'"pixels" has shape {list(pixels.shape)}; expected [N, 28, 28] (N images of 28 rows '
-            "of 28 numbers)."
-        )
-    if not np.isfinite(pixels).all():
-        raise BadRequest('"pixels" contains NaN or infinity; send numbers from 0 to 255.')
-    if pixels.min() < 0 or pixels.max() > 255:
-        raise BadRequest(
-            f'"pixels" values must lie in 0..255 (found {pixels.min():g}..{pixels.max():g}).'
-        )
-    if pixels.max() <= 1 and (pixels != np.rint(pixels)).any():
-        raise BadRequest(
-            '"pixels" looks like 0..1 floats: send 0..255 (multiply by 255), white digit on black.'
-        )
-    # Pixels are taken as MNIST-ready (white digit on black): only rounded to the uint8 grid.
-    digits = np.rint(pixels).astype(np.uint8)
-    blank = np.flatnonzero(digits.max(axis=(1, 2)) < INK_THRESHOLD)
-    if blank.size:
-        raise NoDigit(
-            f"pixels[{blank[0]}]: no digit found: no value reaches {INK_THRESHOLD}. Send the "
-            "digit as white (255) strokes on black (0)."
-        )
-    return ImagePayload(pixels=digits)

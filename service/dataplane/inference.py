@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mnist_shared.preprocessing import PIXEL_MAX
+from mnist_shared.segmentation import FoundDigit
 from service.dataplane.decoding import ImagePayload, Limits
 from service.errors import BadRequest
 
@@ -76,11 +77,30 @@ class InferenceAnswer:
     backend: str
     model_input: np.ndarray  # float32 (M, 28, 28) in [0, 1]: what the models saw
     failures: dict[int, str]  # input index -> why that picture has no answer (not `whole`)
+    # With `ImagePayload.numbers`: each readable picture's digits (their boxes and lines);
+    # the rows of `model_input` and of each result are these digits, picture after picture.
+    numbers: list[list[FoundDigit]] | None = None
 
     def digits_seen(self) -> np.ndarray:
         """The model input as uint8 digits: exactly those it was scaled from, when it was
         (x / 255 * 255 rounds back to x in float32)."""
         return np.rint(self.model_input * np.float32(PIXEL_MAX)).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """A request's decoded images as the models take them."""
+
+    images: np.ndarray  # float32 (M, 28, 28) in [0, 1]
+    failures: dict[int, str]
+    numbers: list[list[FoundDigit]] | None
+
+
+def one_digit_each(images: np.ndarray) -> list[list[FoundDigit]]:
+    """Pictures already framed as digits (28x28 pixels, tensors), read as numbers: one digit
+    each, its box the whole picture."""
+    framed = np.rint(images * np.float32(PIXEL_MAX)).astype(np.uint8)
+    return [[FoundDigit(digit, (0, 0, digit.shape[1], digit.shape[0]), 0)] for digit in framed]
 
 
 def parse_version(version: str | None) -> int | None:

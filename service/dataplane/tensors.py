@@ -6,7 +6,10 @@ images of an `InferenceRequest` (`payload_from_inputs`), and the answer into `Te
 
 Inputs: `image` FP32 [N, 28, 28] in [0, 1] (the model's own input, no preprocessing) or
 `image_bytes` BYTES [N] (encoded pictures, preprocessed as `/predict` does). Outputs:
-`probabilities` FP32 [N, 10] and `digit` INT64 [N].
+`probabilities` FP32 [N, 10] and `digit` INT64 [N]; asking for any of the number outputs reads
+every digit of each picture, as `/read` does: then N counts the digits found, and `boxes` INT64
+[N, 4] (x, y, width, height), `picture` INT64 [N] (the input each digit is in) and `line` INT64
+[N] say where each is.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mnist_shared.preprocessing import IMAGE_SIZE
+from mnist_shared.segmentation import FoundDigit
 from service.dataplane.decoding import ImagePayload, Limits, check_count
 from service.dataplane.inference import VariantResult
 from service.errors import BadRequest, PayloadTooLarge
@@ -43,7 +47,10 @@ IMAGE_INPUT, BYTES_INPUT = "image", "image_bytes"
 MAX_RANK = 8
 _SHAPES_HELP = "send [N, 28, 28] (image) or [N] (image_bytes), N the number of images"
 PROBABILITIES, DIGIT = "probabilities", "digit"
-OUTPUTS = (PROBABILITIES, DIGIT)
+DEFAULT_OUTPUTS = (PROBABILITIES, DIGIT)
+BOXES, PICTURE, LINE = "boxes", "picture", "line"
+NUMBER_OUTPUTS = (BOXES, PICTURE, LINE)  # asking for one reads whole numbers
+OUTPUTS = (*DEFAULT_OUTPUTS, *NUMBER_OUTPUTS)
 _INPUTS_HELP = (
     f"send one input: {IMAGE_INPUT!r} FP32 [N, 28, 28] in 0..1, or {BYTES_INPUT!r} BYTES [N] "
     "(encoded PNG/JPEG/WebP/BMP/GIF pictures)"
@@ -203,12 +210,26 @@ def text_parameter(parameters: Mapping[str, object], name: str) -> str | None:
     )
 
 
-def output_tensors(result: VariantResult, requested: Sequence[str]) -> list[Tensor]:
-    """The requested outputs (all when none are named, each checked by `check_outputs`), in
-    the order asked for."""
+def reads_numbers(requested: Sequence[str]) -> bool:
+    return any(name in NUMBER_OUTPUTS for name in requested)
+
+
+def output_tensors(
+    result: VariantResult, requested: Sequence[str], numbers: list[list[FoundDigit]] | None
+) -> list[Tensor]:
+    """The requested outputs (the default ones when none are named, each checked by
+    `check_outputs`), in the order asked for; `numbers` where the digits are (`reads_numbers`)."""
     count = len(result.probabilities)
     available = {
         PROBABILITIES: Tensor(PROBABILITIES, "FP32", [count, 10], result.probabilities),
         DIGIT: Tensor(DIGIT, "INT64", [count], result.digits.astype(np.int64)),
     }
-    return [available[name] for name in (requested or OUTPUTS)]
+    if numbers is not None:
+        found = [(index, digit) for index, number in enumerate(numbers) for digit in number]
+        boxes = np.array([digit.box for _, digit in found], np.int64).reshape(-1, 4)
+        available[BOXES] = Tensor(BOXES, "INT64", [count, 4], boxes)
+        pictures = np.array([index for index, _ in found], np.int64)
+        available[PICTURE] = Tensor(PICTURE, "INT64", [count], pictures)
+        lines = np.array([digit.line for _, digit in found], np.int64)
+        available[LINE] = Tensor(LINE, "INT64", [count], lines)
+    return [available[name] for name in (requested or DEFAULT_OUTPUTS)]

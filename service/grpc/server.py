@@ -240,7 +240,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             response.parameters[key].CopyFrom(value)
         response.parameters["precision"].string_param = result.precision
         requested = [output.name for output in request.outputs]
-        for tensor in output_tensors(result, requested):
+        for tensor in output_tensors(result, requested, answer.numbers):
             response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
             response.raw_output_contents.append(raw_bytes(tensor))
         return response

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ from service.dataplane.tensors import (
     check_outputs,
     element_count,
     payload_from_inputs,
+    reads_numbers,
     split_bytes_elements,
     text_parameter,
 )
@@ -41,8 +43,10 @@ _CONTENTS_FIELD = {
 
 async def images_of(request: Any, limits: Limits) -> ImagePayload:
     """The request's images (gRPC has parsed the message already: nothing to wait for)."""
-    check_outputs([output.name for output in request.outputs])
-    return payload_from_inputs(_input_tensors(request, limits), limits)
+    requested = [output.name for output in request.outputs]
+    check_outputs(requested)
+    payload = payload_from_inputs(_input_tensors(request, limits), limits)
+    return dataclasses.replace(payload, numbers=reads_numbers(requested))
 
 
 def _input_tensors(request: Any, limits: Limits) -> list[Tensor]:

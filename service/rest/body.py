@@ -16,9 +16,9 @@ from service.dataplane.decoding import (
     ImagePayload,
     Limits,
     check_count,
-    parse_json,
 )
 from service.dataplane.inference import MAX_DIGITS, is_small_number
+from service.dataplane.json_images import parse_json
 from service.errors import (
     BadRequest,
     ClientClosedRequest,

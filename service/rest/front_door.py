@@ -27,6 +27,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.errors import Overloaded, ServiceError
+from service.rest.read import read
 from service.rest.responses import error_response, internal_error_response
 from service.rest.routes import predict, query_parameters
 from service.rest.v2 import model_infer
@@ -34,7 +35,7 @@ from service.rest.v2 import model_infer
 logger = logging.getLogger(__name__)
 
 Endpoint = Callable[..., Awaitable[Response]]
-INFERENCE_ENDPOINTS: tuple[Endpoint, ...] = (predict, model_infer)
+INFERENCE_ENDPOINTS: tuple[Endpoint, ...] = (predict, read, model_infer)
 SERVED_HERE = (predict,)  # the rest go on to FastAPI once past the shed check
 
 

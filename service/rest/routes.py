@@ -47,7 +47,7 @@ async def predict(request: Request) -> Response:
     settings = dataplane.settings
     query = query_parameters(request.scope["query_string"])
     variant = query.get("variant")
-    return_input = _query_flag(query.get("return_input"), "return_input")
+    return_input = query_flag(query.get("return_input"), "return_input")
     answer = await dataplane.infer(
         InferenceRequest(
             read_images=functools.partial(
@@ -60,7 +60,7 @@ async def predict(request: Request) -> Response:
             watch_client=functools.partial(dropped_on_disconnect, request),
         )
     )
-    return _json(_predictions(answer, return_input, all_variants=variant == ALL_VARIANTS))
+    return json_response(_predictions(answer, return_input, all_variants=variant == ALL_VARIANTS))
 
 
 router.add_api_route(
@@ -82,7 +82,7 @@ router.add_api_route(
 
 
 def _predictions(answer: InferenceAnswer, return_input: bool, all_variants: bool) -> dict[str, Any]:
-    inputs = [_png_base64(digit) for digit in answer.digits_seen()] if return_input else None
+    inputs = [png_base64(digit) for digit in answer.digits_seen()] if return_input else None
     answers = [_variant_answer(result, inputs, answer.failures) for result in answer.results]
     if not all_variants:
         return answers[0]
@@ -122,7 +122,7 @@ def query_parameters(query_string: bytes) -> dict[str, str]:
     return dict(parse_qsl(query_string.decode("latin-1"), keep_blank_values=True))
 
 
-def _query_flag(value: str | None, name: str) -> bool:
+def query_flag(value: str | None, name: str) -> bool:
     """A boolean query parameter, spelled as FastAPI would accept it."""
     if value is None:
         return False
@@ -134,7 +134,7 @@ def _query_flag(value: str | None, name: str) -> bool:
         ) from None
 
 
-def _json(body: dict[str, Any]) -> Response:
+def json_response(body: dict[str, Any]) -> Response:
     """The answer as JSON, serialized by orjson straight from numpy. Returning a Response skips
     FastAPI's response-model validation (the model documents the schema; tests check it)."""
     # A final newline, so that curl's output does not run into the shell's prompt.
@@ -164,7 +164,7 @@ def _variant_answer(
     }
 
 
-def _png_base64(digit: np.ndarray) -> str:
+def png_base64(digit: np.ndarray) -> str:
     """The 28x28 image the model saw, as a base64 PNG (how a user debugs a misread photo)."""
     buffer = io.BytesIO()
     Image.fromarray(digit).save(buffer, "PNG")

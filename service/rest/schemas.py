@@ -34,6 +34,41 @@ class AllVariantsPredictions(BaseModel):
     results: dict[str, VariantPredictions] = Field(description="Each variant's answer, by name.")
 
 
+class ReadDigit(BaseModel):
+    digit: int = Field(ge=0, le=9)
+    confidence: float = Field(ge=0, le=1)
+    box: list[int] = Field(description="x, y, width, height in the upright picture's pixels.")
+    line: int = Field(description="0 for the first line of the picture, top to bottom.")
+    probabilities: list[float]
+    input: str | None = Field(None, description="With `return_input=true`: what the model saw.")
+
+
+class Reading(BaseModel):
+    number: str | None = Field(None, description="The digits in reading order.")
+    lines: list[str] | None = Field(None, description="The number's lines, top to bottom.")
+    confidence: float | None = Field(
+        None, ge=0, le=1, description="Of the whole reading: the product of its digits'."
+    )
+    digits: list[ReadDigit] | None = None
+    error: str | None = Field(
+        None, description="Instead of a reading, for a picture in which no digit was found."
+    )
+
+
+class VariantReadings(BaseModel):
+    variant: str
+    model_version: int
+    backend: str
+    precision: str
+    readings: list[Reading] = Field(description="One per input picture, in input order.")
+
+
+class AllVariantsReadings(BaseModel):
+    variant: str = "all"
+    backend: str
+    results: dict[str, VariantReadings]
+
+
 class ErrorResponse(BaseModel):
     error: str = Field(description="What was wrong and what to do about it.")
 
@@ -51,6 +86,26 @@ PREDICTION_EXAMPLE = {
         }
     ],
 }
+
+READING_EXAMPLE = {
+    "variant": "group",
+    "model_version": 3,
+    "backend": "onnx",
+    "precision": "int8",
+    "readings": [
+        {
+            "number": "42",
+            "lines": ["42"],
+            "confidence": 0.991,
+            "digits": [
+                {"digit": 4, "confidence": 0.995, "box": [40, 31, 52, 80], "line": 0,
+                 "probabilities": [0.0, 0.0, 0.0, 0.0, 0.995, 0.0, 0.0, 0.004, 0.0, 0.001]},
+                {"digit": 2, "confidence": 0.996, "box": [104, 35, 49, 74], "line": 0,
+                 "probabilities": [0.0, 0.0, 0.996, 0.003, 0.0, 0.0, 0.0, 0.001, 0.0, 0.0]},
+            ],
+        }
+    ],
+}  # fmt: skip
 
 PREDICT_PARAMETERS = [
     {

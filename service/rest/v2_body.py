@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 from typing import Any
 
@@ -23,6 +24,7 @@ from service.dataplane.tensors import (
     check_outputs,
     element_count,
     payload_from_inputs,
+    reads_numbers,
     split_bytes_elements,
     text_parameter,
 )
@@ -84,7 +86,8 @@ class InferenceBody:
         check_outputs(self.requested_outputs)
         self.binary_outputs = _binary_outputs(self.inference)  # 400 before any work if malformed
         inputs = _input_tensors(self.inference, binary, limits)
-        return payload_from_inputs(inputs, limits)
+        payload = payload_from_inputs(inputs, limits)
+        return dataclasses.replace(payload, numbers=reads_numbers(self.requested_outputs))
 
     def precision(self) -> str | None:
         """The request's `precision` parameter (once read), as the data plane asks for it."""

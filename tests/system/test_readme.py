@@ -23,8 +23,9 @@ def readme_curl_commands() -> list[str]:
 
 
 def expected_digits(command: str) -> list[int]:
-    """The digits of the example pictures a command sends, in order (examples/<name>-<digit>)."""
-    return [int(d) for d in re.findall(r"examples/[a-z]+-(\d)\.\w+", command)]
+    """The digits of the example pictures a command sends, in order (examples/<name>-<digit>,
+    examples/number-<number> for /read)."""
+    return [int(d) for d in re.findall(r"examples/[a-z]+-(\d+)\.\w+", command)]
 
 
 def test_readme_has_the_examples():
@@ -44,6 +45,9 @@ def test_readme_example_runs_as_written(server, command):
         _check_repository_answer(command, answer)
         return
     expected = expected_digits(command)
+    if "/read" in command:
+        assert [int(r["number"]) for r in answer["readings"]] == expected, answer
+        return
     if "outputs" in answer:  # Open Inference Protocol
         (digits,) = [o["data"] for o in answer["outputs"] if o["name"] == "digit"]
         assert digits == expected
