@@ -120,24 +120,30 @@ def run_cell(cell: Cell, arch: str, epochs: int, data: Any) -> dict[str, Any]:
         "learning_rate": cell.learning_rate,
         "test_error": 1.0 - float(accuracy),
         "train_seconds": seconds,
-        "ms_per_step": 1000 * statistics.median(step_seconds) / STEPS_PER_EXECUTION,
+        "ms_per_step": 1000 * statistics.median(step_seconds),
         "images_seen": epochs * len(images),
     }
 
 
 def _step_timer() -> tuple[Any, list[float]]:
-    """A Keras callback that times each call of STEPS_PER_EXECUTION training steps (Keras calls
-    the batch hooks once per call), and the list of durations it fills (seconds; the median
-    leaves out the first calls' tracing and compilation, and an epoch's shorter last call)."""
+    """A Keras callback that times each call into the backend (Keras calls the batch hooks
+    once per STEPS_PER_EXECUTION steps, fewer at an epoch's end), and the list of seconds per
+    step it fills, one entry a call (the median leaves out the first calls' tracing)."""
     import keras
 
-    durations: list[float] = []
-    started = [0.0]
-    callback = keras.callbacks.LambdaCallback(
-        on_train_batch_begin=lambda batch, logs: started.__setitem__(0, time.perf_counter()),
-        on_train_batch_end=lambda batch, logs: durations.append(time.perf_counter() - started[0]),
-    )
-    return callback, durations
+    per_step: list[float] = []
+    started, last_step = [0.0], [-1]
+
+    def begin(batch: int, logs: Any) -> None:
+        started[0] = time.perf_counter()
+
+    def end(batch: int, logs: Any) -> None:
+        steps = batch - last_step[0] if batch > last_step[0] else batch + 1  # a new epoch
+        last_step[0] = batch
+        per_step.append((time.perf_counter() - started[0]) / max(1, steps))
+
+    callback = keras.callbacks.LambdaCallback(on_train_batch_begin=begin, on_train_batch_end=end)
+    return callback, per_step
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,9 @@ const MESSAGES = {
 
 const pad = document.getElementById("pad");
 const ink = pad.getContext("2d");
+const overlay = document.getElementById("boxes"); // the boxes of the digits a number holds
+const marks = overlay.getContext("2d");
+const numberMode = document.getElementById("number-mode");
 let drawing = false;
 let drawn = false;
 let last = null;
@@ -23,8 +26,22 @@ let last = null;
 function clearPad() {
   ink.fillStyle = "#fff";
   ink.fillRect(0, 0, pad.width, pad.height);
+  marks.clearRect(0, 0, overlay.width, overlay.height);
   drawn = false;
 }
+
+// Reading a number: a pad twice as wide, answered by POST /read.
+function setMode() {
+  const wide = numberMode.checked;
+  pad.width = overlay.width = wide ? 560 : 280;
+  document.getElementById("drop").classList.toggle("wide", wide);
+  document.getElementById("predictions").hidden = wide;
+  document.getElementById("reading").hidden = !wide;
+  pad.setAttribute("aria-label", `Drawing pad: draw ${wide ? "a number" : "one digit"} here`);
+  clearPad();
+  showError("");
+}
+numberMode.addEventListener("change", setMode);
 
 function point(event) {
   const box = pad.getBoundingClientRect();
@@ -104,22 +121,57 @@ function render(body, milliseconds) {
     `Answered in ${milliseconds.toFixed(0)} ms (${body.backend || "onnx"} backend).`;
 }
 
+function showReading(body, milliseconds) {
+  const reading = body.readings[0];
+  if (reading.error) {
+    showError(reading.error);
+    return;
+  }
+  document.getElementById("number").textContent = reading.number;
+  document.getElementById("number-confidence").textContent =
+    `${(reading.confidence * 100).toFixed(1)}% sure (${body.precision})`;
+  marks.clearRect(0, 0, overlay.width, overlay.height);
+  marks.strokeStyle = "#2f6fdb";
+  marks.fillStyle = "#2f6fdb";
+  marks.lineWidth = 3;
+  marks.font = "bold 18px system-ui, sans-serif";
+  const seen = reading.digits.map((found) => {
+    const [x, y, width, height] = found.box;
+    marks.strokeRect(x, y, width, height);
+    marks.fillText(String(found.digit), x + 2, Math.max(16, y - 4));
+    const figure = document.createElement("figure");
+    const image = document.createElement("img");
+    image.src = `data:image/png;base64,${found.input}`;
+    image.alt = `What the model saw for digit ${found.digit}`;
+    const caption = document.createElement("figcaption");
+    caption.textContent = `${found.digit} · ${(found.confidence * 100).toFixed(0)}%`;
+    figure.append(image, caption);
+    return figure;
+  });
+  document.getElementById("number-digits").replaceChildren(...seen);
+  document.getElementById("latency").textContent =
+    `Answered in ${milliseconds.toFixed(0)} ms (${body.backend} backend).`;
+}
+
 async function predict(blob, name) {
+  const reading = numberMode.checked;
   const form = new FormData();
   form.append("file", blob, name);
   const started = performance.now();
   try {
-    const query = new URLSearchParams({ variant: "all", return_input: "true" });
+    const query = new URLSearchParams({ variant: reading ? "group" : "all", return_input: "true" });
     const precision = document.getElementById("precision").value;
     if (precision) query.set("precision", precision);
-    const response = await fetch(`/predict?${query}`, { method: "POST", body: form });
+    const path = reading ? "/read" : "/predict";
+    const response = await fetch(`${path}?${query}`, { method: "POST", body: form });
     const body = await response.json();
     if (!response.ok) {
       showError(MESSAGES[response.status] || body.error || `The service answered ${response.status}.`);
       return;
     }
     showError("");
-    render(body, performance.now() - started);
+    if (reading) showReading(body, performance.now() - started);
+    else render(body, performance.now() - started);
   } catch (error) {
     showError(`The service could not be reached (${error.message}).`);
   }
@@ -147,6 +199,7 @@ async function uploadable(file) {
   clearPad();
   ink.drawImage(bitmap, (pad.width - bitmap.width * fit) / 2,
                 (pad.height - bitmap.height * fit) / 2, bitmap.width * fit, bitmap.height * fit);
+  drawn = true;
   const scale = Math.min(1, UPLOAD_SIDE / Math.max(bitmap.width, bitmap.height));
   if (scale === 1) return file;
   const canvas = document.createElement("canvas");
@@ -163,7 +216,10 @@ async function predictFile(file) {
     showError(MESSAGES[415]);
     return;
   }
-  predict(await uploadable(file), file.name || "picture");
+  const upload = await uploadable(file);
+  // A number is read from the pad the photo was drawn on, so that its boxes land on it.
+  if (numberMode.checked && drawn) predictPad();
+  else predict(upload, file.name || "picture");
 }
 
 document.getElementById("clear").addEventListener("click", () => {

@@ -51,9 +51,9 @@ def page(request, browser, server, tmp_path_factory):
 
 
 def _draw(page, points: list[tuple[float, float]]) -> None:
-    """One stroke through `points`, in the 280x280 pad's own coordinates."""
+    """One stroke through `points`, in the pad's own coordinates (280 wide, 560 for numbers)."""
     box = page.locator("#pad").bounding_box()
-    scale = box["width"] / 280
+    scale = box["width"] / int(page.locator("#pad").get_attribute("width"))
     x0, y0 = box["x"], box["y"]
     page.mouse.move(x0 + points[0][0] * scale, y0 + points[0][1] * scale)
     page.mouse.down()
@@ -93,6 +93,25 @@ def test_the_chosen_precision_runs_and_is_shown(page, server):
     _expect_digit(page, 1)
     for variant in VARIANTS:
         expect(page.locator(f"#result-{variant} .version")).to_contain_text(", fp32)")
+
+
+def test_a_number_is_read_with_a_box_around_each_digit(page, server):
+    from playwright.sync_api import expect
+
+    page.check("#number-mode")
+    assert page.locator("#pad").get_attribute("width") == "560"
+    for left in (120, 300, 440):  # three ones, drawn apart
+        _draw(page, [(left, 60 + 9 * i) for i in range(19)])
+    expect(page.locator("#number")).to_have_text("111", timeout=10_000)
+    expect(page.locator("#number-digits img")).to_have_count(3)
+    assert page.locator("#predictions").is_hidden()
+    # The boxes are drawn on the overlay, not on the pad the next request sends.
+    painted = page.evaluate(
+        """() => { const c = document.getElementById('boxes').getContext('2d');
+                   return [...c.getImageData(0, 0, 560, 280).data].some((v, i) => i % 4 == 3 && v > 0); }"""
+    )
+    assert painted
+    _only_own_origin(page, server)
 
 
 def test_ring_reads_zero(page, server):

@@ -56,9 +56,9 @@ def test_export_layout_and_manifest(exported):
     assert manifest.libraries["tensorflow"] != "not installed"
     verify_artifacts(version_dir, manifest)
     int8 = manifest.precisions["int8"]  # its file is shipped, and listed, only if it passed
-    assert int8["fp32_test_accuracy"] == pytest.approx(manifest.test_accuracy)
-    assert (int8["file"] in manifest.files) if int8["passed_gate"] else int8["reason"]
-    assert (version_dir / "model.int8.onnx").is_file() == int8["passed_gate"]
+    assert int8.fp32_test_accuracy == pytest.approx(manifest.test_accuracy)
+    assert (int8.file in manifest.files) if int8.passed_gate else int8.reason
+    assert (version_dir / "model.int8.onnx").is_file() == int8.passed_gate
     summary = json.loads((exported / "training_summary.json").read_text())
     assert summary["group"]["test_accuracy"] == pytest.approx(manifest.test_accuracy)
     assert (exported / "training_curves.png").stat().st_size > 1000

@@ -77,7 +77,10 @@ def test_model_metadata_and_readiness(http, grpc, variant):
         }
         assert inputs == {"image": ("FP32", [-1, 28, 28]), "image_bytes": ("BYTES", [-1])}
         outputs = {t["name"]: t["datatype"] for t in metadata["outputs"]}
-        assert outputs == {"probabilities": "FP32", "digit": "INT64"}
+        assert outputs == {
+            "probabilities": "FP32", "digit": "INT64",  # and where each digit of a number is:
+            "boxes": "INT64", "picture": "INT64", "line": "INT64",
+        }  # fmt: skip
     assert http.is_model_ready(variant) and http.is_model_ready(variant, version)
     assert grpc.is_model_ready(variant) and grpc.is_model_ready(variant, version)
 
