@@ -25,9 +25,13 @@ import cv2
 import numpy as np
 from PIL import ExifTags, Image
 
-from mnist_shared.ink import BLOB_LEVEL, NO_DIGIT, NoDigitFound, all_marks
+from mnist_shared.ink import BLOB_LEVEL, NoDigitFound, all_marks
 from mnist_shared.preprocessing import frame_digit, reduce_for_digit
 
+NO_NUMBER = (
+    "no digit found: the picture has no ink that stands out from its background. Send a picture "
+    "of a handwritten number, dark on light or light on dark."
+)
 # A mark with less ink than this share of the median mark's is a speck.
 SPECK = 0.08
 # Marks whose column ranges overlap by this share of the narrower one are one digit.
@@ -86,7 +90,10 @@ def read_number(image: Image.Image) -> list[FoundDigit]:
 def find_digits(reduced: Image.Image, size: tuple[int, int]) -> list[FoundDigit]:
     """`read_number` of a picture already reduced by `preprocessing.reduce_for_digit`, whose
     upright size was `size` (width, height): the boxes are in those pixels."""
-    ink = all_marks(reduced)
+    try:
+        ink = all_marks(reduced)
+    except NoDigitFound:  # its message asks for one digit
+        raise NoDigitFound(NO_NUMBER) from None
     scale_x, scale_y = size[0] / ink.shape[1], size[1] / ink.shape[0]
     marks = _merge_broken_strokes(_marks(ink))
     found = []
@@ -102,7 +109,7 @@ def find_digits(reduced: Image.Image, size: tuple[int, int]) -> list[FoundDigit]
                 continue
             found.append(FoundDigit(digit, box, line_number))
     if not found:
-        raise NoDigitFound(NO_DIGIT)
+        raise NoDigitFound(NO_NUMBER)
     return found
 
 
@@ -119,7 +126,7 @@ def _marks(ink: np.ndarray) -> list[_Mark]:
     )
     mass = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=count)[1:]
     if not len(mass):
-        raise NoDigitFound(NO_DIGIT)
+        raise NoDigitFound(NO_NUMBER)
     typical = float(np.median(mass[mass >= 0.25 * mass.max()]))
     marks = []
     for label in range(1, count):

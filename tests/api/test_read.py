@@ -69,8 +69,8 @@ def test_a_picture_without_a_digit_keeps_its_place(client, numbers):
     readings = client.post("/read", files=files).json()["readings"]
     assert readings[0] == {
         "error": "file[0] (blank.png): no digit found: the picture has no ink that stands out "
-        "from its background. Send a picture of one handwritten digit, dark on light or light "
-        "on dark, filling a good part of it."
+        "from its background. Send a picture of a handwritten number, dark on light or light "
+        "on dark."
     }
     assert readings[1]["number"] == numbers[0].number
 
