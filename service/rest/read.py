@@ -8,7 +8,6 @@ boxes, the number they make, its lines, and the confidence of the whole reading.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from typing import Any
 
@@ -17,43 +16,26 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from mnist_shared.segmentation import FoundDigit
-from service.dataplane.dataplane import DataPlane
 from service.dataplane.decoding import ImagePayload, Limits
 from service.dataplane.inference import (
     ALL_VARIANTS,
     InferenceAnswer,
-    InferenceRequest,
     VariantResult,
 )
 from service.rest import schemas
-from service.rest.body import dropped_on_disconnect, read_payload
+from service.rest.body import read_payload
 from service.rest.responses import ERROR_RESPONSES
-from service.rest.routes import json_response, png_base64, query_flag, query_parameters
+from service.rest.routes import infer_from_query, json_response, png_base64
 
 router = APIRouter()
 
 
 async def read(request: Request) -> Response:
     """Every digit of each picture, in reading order: lines top to bottom, each left to right."""
-    dataplane: DataPlane = request.app.state.dataplane
-    settings = dataplane.settings
-    query = query_parameters(request.scope["query_string"])
-    variant = query.get("variant")
-    return_input = query_flag(query.get("return_input"), "return_input")
-    answer = await dataplane.infer(
-        InferenceRequest(
-            read_images=functools.partial(
-                _number_pictures, request, settings.max_upload_bytes, settings.max_json_bytes
-            ),
-            variant=variant,
-            version=query.get("version"),
-            backend=query.get("backend"),
-            precision=functools.partial(query.get, "precision"),
-            watch_client=functools.partial(dropped_on_disconnect, request),
-        )
-    )
-    readings = [_variant_readings(result, answer, return_input) for result in answer.results]
-    if variant != ALL_VARIANTS:
+    asked = await infer_from_query(request, _number_pictures)
+    answer = asked.answer
+    readings = [_variant_readings(result, answer, asked.return_input) for result in answer.results]
+    if asked.variant != ALL_VARIANTS:
         return json_response(readings[0])
     return json_response(
         {"variant": ALL_VARIANTS, "backend": answer.backend,

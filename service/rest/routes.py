@@ -8,7 +8,8 @@ from __future__ import annotations
 import base64
 import functools
 import io
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
 
 import numpy as np
@@ -20,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import TypeAdapter, ValidationError
 
 from service.dataplane.dataplane import DataPlane
+from service.dataplane.decoding import ImagePayload, Limits
 from service.dataplane.inference import (
     ALL_VARIANTS,
     InferenceAnswer,
@@ -43,24 +45,41 @@ async def predict(request: Request) -> Response:
     loop's time per request. The route below only documents it, so it takes no dependencies
     (`create_app` refuses any). Query parameters are read by hand, for the same reason; they
     are documented in `schemas.PREDICT_PARAMETERS`."""
+    asked = await infer_from_query(request)
+    all_variants = asked.variant == ALL_VARIANTS
+    return json_response(_predictions(asked.answer, asked.return_input, all_variants))
+
+
+class QueryAnswer(NamedTuple):
+    answer: InferenceAnswer
+    variant: str | None
+    return_input: bool
+
+
+# Reads a request's images: (request, max_bytes, max_json_bytes, limits) -> payload.
+PayloadReader = Callable[[Request, int, int, Limits], Awaitable[ImagePayload]]
+
+
+async def infer_from_query(request: Request, reader: PayloadReader = read_payload) -> QueryAnswer:
+    """The data plane's answer to a request shaped like `/predict`'s (and `/read`'s): the
+    images in the body, read by `reader`, the choices in the query string."""
     dataplane: DataPlane = request.app.state.dataplane
     settings = dataplane.settings
     query = query_parameters(request.scope["query_string"])
-    variant = query.get("variant")
     return_input = query_flag(query.get("return_input"), "return_input")
     answer = await dataplane.infer(
         InferenceRequest(
             read_images=functools.partial(
-                read_payload, request, settings.max_upload_bytes, settings.max_json_bytes
+                reader, request, settings.max_upload_bytes, settings.max_json_bytes
             ),
-            variant=variant,
+            variant=query.get("variant"),
             version=query.get("version"),
             backend=query.get("backend"),
             precision=functools.partial(query.get, "precision"),
             watch_client=functools.partial(dropped_on_disconnect, request),
         )
     )
-    return json_response(_predictions(answer, return_input, all_variants=variant == ALL_VARIANTS))
+    return QueryAnswer(answer, query.get("variant"), return_input)
 
 
 router.add_api_route(
