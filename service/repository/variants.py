@@ -4,6 +4,7 @@ loading and those refused, and the state of any version on disk."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ class LoadedModel:
     def version(self) -> int:
         return self.manifest.version
 
-    @property
+    @functools.cached_property  # once: a loaded version's manifest does not change
     def precisions(self) -> list[str]:
         """fp32 and each twin that passed its gate, the fastest first (what a request naming
         none runs on the onnx backend, unless MNIST_DEFAULT_PRECISION=fp32)."""
@@ -43,7 +44,7 @@ class LoadedModel:
         this version has none), else the fastest that passed its gate (fp32 on the
         SavedModel backend, or when `fastest_by_default` is off)."""
         if asked is None:
-            return self.manifest.fastest_precision() if onnx and fastest_by_default else FP32
+            return self.precisions[0] if onnx and fastest_by_default else FP32
         if asked in self.precisions:
             return asked
         twin = self.manifest.precisions.get(asked)
