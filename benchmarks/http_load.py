@@ -61,7 +61,10 @@ TARGET_LONE_P50, TARGET_ALL_VS_THREAD = 1.1, 0.6
 DEFAULT_PEER = REPO_ROOT.parent / "shared" / "bench" / "naive_peer.py"
 
 
-def start_server(port: int, grpc_port: int, models_dir: Path, workers: int = 0) -> subprocess.Popen:
+def start_server(
+    port: int, grpc_port: int, models_dir: Path, workers: int = 0, **settings: str
+) -> subprocess.Popen:
+    """`python -m service` as the container runs it; `settings`: more MNIST_* variables."""
     env = {
         **os.environ,
         "MNIST_WORKERS": str(workers),
@@ -73,6 +76,7 @@ def start_server(port: int, grpc_port: int, models_dir: Path, workers: int = 0) 
         # Throughput is measured here, not load shedding (benchmarks/overload.py does that):
         # 64 clients x 8 images would otherwise pass the default bound of 256 queued images.
         "MNIST_MAX_QUEUED_IMAGES": "100000",
+        **settings,
     }
     server = subprocess.Popen([sys.executable, "-m", "service"], cwd=REPO_ROOT, env=env)
     wait_for(port, "/health/ready", server, answers=8 * (workers or available_cpus()))

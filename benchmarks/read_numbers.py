@@ -9,7 +9,9 @@ segmentation, framing and inference, CPU time of the process).
 
     python -m benchmarks.read_numbers [--per-cell 40] [--seed 7]
 
-Exits 1 when separated digits miss the targets (>= 98% of digits, >= 95% of 4-digit numbers),
+Runs twice, in one run: without the digit check (touching digits cut by the width of marks
+alone) and as served (the check judging the cuts). Exits 1 when, as served, separated digits
+miss the targets (>= 98% of digits, >= 95% of 4-digit numbers),
 touching 4-digit numbers fall under 90%, or the large photo costs more than 30 ms of CPU.
 """
 
@@ -91,16 +93,25 @@ def main() -> int:
     parser.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR"))
     args = parser.parse_args()
     data = load_mnist(args.data_dir)
-    app = create_app(Settings(models_dir=REPO_ROOT / "models", variants=["group"]))
-    with TestClient(app) as client:
-        while client.get("/health/ready").status_code != 200:
-            time.sleep(0.05)
-        table = accuracy_table(client, data.test_images, data.test_labels, args.per_cell, args.seed)
-        cpu_ms = large_photo_cpu_ms(client, data.test_images, data.test_labels, args.seed)
-    return report(table, cpu_ms)
+    status = 0
+    # Without the digit check first: touching digits cut by the width of marks alone (before),
+    # then as served (the check judging the cuts); the targets apply to the second.
+    for checked in (False, True):
+        print(f"\n## {'with' if checked else 'without'} the digit check", flush=True)
+        settings = Settings(
+            models_dir=REPO_ROOT / "models", variants=["group"], digit_check=checked
+        )
+        with TestClient(create_app(settings)) as client:
+            while client.get("/health/ready").status_code != 200:
+                time.sleep(0.05)
+            images, labels = data.test_images, data.test_labels
+            table = accuracy_table(client, images, labels, args.per_cell, args.seed)
+            cpu_ms = large_photo_cpu_ms(client, images, labels, args.seed)
+        status = report(table, cpu_ms, checked)
+    return status
 
 
-def report(table: dict, cpu_ms: float) -> int:
+def report(table: dict, cpu_ms: float, targets: bool = True) -> int:
     def share(cells: list, right: int, total: int) -> float:
         return sum(c[right] for c in cells) / max(1, sum(c[total] for c in cells))
 
@@ -129,6 +140,8 @@ def report(table: dict, cpu_ms: float) -> int:
     print(f"\n1000x1000 JPEG photo of 6 digits: {cpu_ms:.1f} ms of CPU (target <= {TARGET_CPU_MS})")
     if cpu_ms > TARGET_CPU_MS:
         misses.append(f"large photo {cpu_ms:.1f} ms")
+    if not targets:
+        return 0
     print("targets met" if not misses else "missed: " + "; ".join(misses))
     return 1 if misses else 0
 

@@ -7,6 +7,7 @@ own decoding (so the 28x28 images are exactly what the model would see), written
 out: fp32 and INT8 would both miss it.
 
     python -m devtools.realworld_set --data-dir ../shared/data/mnist --output runs/realworld.npz
+    python -m devtools.realworld_set --split train --per-kind 150 --output runs/realworld-train.npz
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import numpy as np
 
 from devtools.pictures.kinds import KINDS, sample
 from service.dataplane.decoding import Limits, decode_images
+from service.errors import NoDigit
+from training.data import MnistData, load_mnist
 
 PER_KIND = 300
 _LIMITS = Limits(max_images=1, max_image_pixels=50_000_000, max_request_pixels=50_000_000)
@@ -31,11 +34,19 @@ def framed_pictures(
     digits; K < count when no digit was found in some."""
     framed, truth = [], []
     for picture, label in sample(kind, images, labels, count, seed):
-        decoded = decode_images([(kind, picture.data)], _LIMITS)
-        if len(decoded.digits):
-            framed.append(decoded.digits[0])
-            truth.append(label)
+        try:
+            decoded = decode_images([(kind, picture.data)], _LIMITS)
+        except NoDigit:
+            continue
+        framed.append(decoded.digits[0])
+        truth.append(label)
     return np.array(framed, np.uint8).reshape(-1, 28, 28), np.array(truth, np.int64)
+
+
+def _split(data: MnistData, split: str) -> tuple[np.ndarray, np.ndarray]:
+    if split == "train":
+        return data.train_images, data.train_labels
+    return data.test_images, data.test_labels
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,16 +55,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, required=True, help="the .npz to write")
     parser.add_argument("--per-kind", type=int, default=PER_KIND)
     parser.add_argument("--seed", type=int, default=11)  # not the benchmarks' seed (7)
+    parser.add_argument(
+        "--split",
+        choices=("test", "train"),
+        default="test",
+        help="digits to draw: test (what the INT8 gate measures on) or train (what the digit "
+        "check learns from: mnist-digit-check --realworld-set)",
+    )
     args = parser.parse_args(argv)
-    from training.data import load_mnist
 
     data = load_mnist(args.data_dir)
     parts: list[tuple[np.ndarray, np.ndarray, str]] = []
     started = time.perf_counter()
     for index, kind in enumerate(KINDS, start=1):
-        images, labels = framed_pictures(
-            kind, data.test_images, data.test_labels, args.per_kind, args.seed
-        )
+        images, labels = framed_pictures(kind, *_split(data, args.split), args.per_kind, args.seed)
         parts.append((images, labels, kind))
         print(f"[{index}/{len(KINDS)}] {kind}: {len(labels)} of {args.per_kind} framed", flush=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -106,10 +106,14 @@ class Manifest(BaseModel):
         return cls.model_validate_json((version_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
 
     def write(self, version_dir: Path) -> None:
-        """Replace the manifest atomically: a reader sees the old one or the new one, whole."""
-        partial = version_dir / f".{MANIFEST_NAME}.partial"
-        partial.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
-        partial.replace(version_dir / MANIFEST_NAME)
+        write_atomically(version_dir / MANIFEST_NAME, self.model_dump_json(indent=2) + "\n")
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace `path` with `text`: a reader sees the old file or the new one, whole."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(path)
 
 
 def sha256_file(path: Path) -> str:

@@ -19,6 +19,7 @@ Boxes are in the upright picture's pixels (its EXIF orientation applied): x, y, 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -47,6 +48,18 @@ TOUCHING = 2.0
 FRAGMENT = 0.55
 # A cut is looked for within this share of a digit's width around the even split.
 CUT_REACH = 0.35
+# With a judge (the digit check): a mark at least this many digit widths wide and scoring
+# under ONE_DIGIT is tried cut into 2 .. its width's worth + 1 pieces.
+JUDGED_WIDTH = 0.8
+ONE_DIGIT = 0.5
+# Judged cuts are looked for every CUT_STEPS-th of a digit's width, making pieces between
+# these shares of a digit's width wide.
+CUT_STEPS = 5
+PIECE_WIDTHS = (0.3, 1.6)
+
+# Framed digits, uint8 (N, 28, 28) -> how much each looks like one digit, 0..1: the service's
+# digit check (`service.runtime.digit_check`), which tells two touching digits from one.
+Judge = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -80,14 +93,17 @@ class _Mark:
         )  # fmt: skip
 
 
-def read_number(image: Image.Image) -> list[FoundDigit]:
+def read_number(image: Image.Image, judge: Judge | None = None) -> list[FoundDigit]:
     """Every digit of a picture, as decoded by Pillow, in reading order (lines top to bottom,
-    each left to right). Raises NoDigitFound when there is none."""
+    each left to right); with a `judge`, touching digits are told from one digit by it.
+    Raises NoDigitFound when there is none."""
     size = upright_size(image)
-    return find_digits(reduce_for_digit(image), size)
+    return find_digits(reduce_for_digit(image), size, judge)
 
 
-def find_digits(reduced: Image.Image, size: tuple[int, int]) -> list[FoundDigit]:
+def find_digits(
+    reduced: Image.Image, size: tuple[int, int], judge: Judge | None = None
+) -> list[FoundDigit]:
     """`read_number` of a picture already reduced by `preprocessing.reduce_for_digit`, whose
     upright size was `size` (width, height): the boxes are in those pixels."""
     try:
@@ -98,7 +114,7 @@ def find_digits(reduced: Image.Image, size: tuple[int, int]) -> list[FoundDigit]
     marks = _merge_broken_strokes(_marks(ink))
     found = []
     for line_number, line in enumerate(_lines(marks)):
-        for mark in _attach_fragments(_split_touching(line, ink)):
+        for mark in _attach_fragments(_split_touching(line, ink, judge)):
             box = (
                 round(mark.left * scale_x), round(mark.top * scale_y),
                 round(mark.width * scale_x), round(mark.height * scale_y),
@@ -198,17 +214,57 @@ def _gap(start_a: int, end_a: int, start_b: int, end_b: int) -> int:
     return max(start_a - end_b, start_b - end_a, 0)
 
 
-def _split_touching(line: list[_Mark], ink: np.ndarray) -> list[_Mark]:
-    """Each mark of the line, cut into several where it is too wide for one digit."""
+def _split_touching(line: list[_Mark], ink: np.ndarray, judge: Judge | None) -> list[_Mark]:
+    """Each mark of the line, cut into several where it is too wide for one digit, or (with a
+    judge) where it does not look like one digit and its pieces do."""
     height = float(np.median([mark.height for mark in line]))
     digit_width = DIGIT_ASPECT * height
     pieces = []
     for mark in line:
-        if mark.width < TOUCHING * digit_width:
+        if judge is not None and mark.width >= JUDGED_WIDTH * digit_width:
+            pieces += _judged_cut(mark, digit_width, ink, judge)
+        elif mark.width < TOUCHING * digit_width:
             pieces.append(mark)
-            continue
-        pieces += _cut(mark, max(2, round(mark.width / digit_width)), ink)
+        else:
+            pieces += _cut(mark, max(2, round(mark.width / digit_width)), ink)
     return pieces
+
+
+def _judged_cut(mark: _Mark, digit_width: float, ink: np.ndarray, judge: Judge) -> list[_Mark]:
+    """The mark whole if it looks like one digit; else cut where its pieces look most like
+    digits together: among columns a CUT_STEPS-th of a digit apart, pieces PIECE_WIDTHS digit
+    widths wide, the cuts with the highest sum of the log of each piece's score."""
+    if judge(_framed(mark, ink)[None])[0] >= ONE_DIGIT:
+        return [mark]
+    step = max(1, round(digit_width / CUT_STEPS))
+    bounds = [*range(0, mark.width, step), mark.width]
+    last = len(bounds) - 1
+    low, high = (share * digit_width for share in PIECE_WIDTHS)
+    spans = [
+        (i, j)
+        for i in range(last)
+        for j in range(i + 1, last + 1)
+        if low <= bounds[j] - bounds[i] <= high or (i, j) == (0, last)
+    ]
+    frames = [_framed(_span(mark, bounds[i], bounds[j]), ink) for i, j in spans]
+    scores = np.log(np.maximum(judge(np.stack(frames)), 1e-6))
+    best: dict[int, tuple[float, int]] = {0: (0.0, 0)}  # bound -> (best total, previous bound)
+    for (i, j), score in sorted(zip(spans, scores, strict=True)):
+        if i in best and (j not in best or best[i][0] + score > best[j][0]):
+            best[j] = (best[i][0] + float(score), i)
+    cuts, at = [], last
+    while (at := best[at][1]) > 0:
+        cuts.append(bounds[at])
+    return _pieces(mark, sorted(cuts))
+
+
+def _framed(mark: _Mark | None, ink: np.ndarray) -> np.ndarray:
+    if mark is None:
+        return np.zeros((28, 28), np.uint8)
+    try:
+        return frame_digit(np.where(mark.mask, ink, 0))
+    except NoDigitFound:
+        return np.zeros((28, 28), np.uint8)
 
 
 def _cut(mark: _Mark, count: int, ink: np.ndarray) -> list[_Mark]:
@@ -220,16 +276,24 @@ def _cut(mark: _Mark, count: int, ink: np.ndarray) -> list[_Mark]:
         centre = round(index * step)
         low, high = max(cuts[-1] + 1, centre - reach), min(mark.width - 1, centre + reach)
         cuts.append(low + int(np.argmin(profile[low : high + 1])) if high >= low else centre)
-    cuts.append(mark.width)
-    pieces = []
-    for start, end in itertools.pairwise(cuts):
-        columns = np.zeros_like(mark.mask)
-        columns[:, mark.left + start : mark.left + end] = True
-        mask = mark.mask & columns
-        rows = np.flatnonzero(mask.any(axis=1))
-        if rows.size:
-            pieces.append(_Mark(mark.left + start, rows[0], mark.left + end, rows[-1] + 1, mask))
-    return pieces
+    return _pieces(mark, cuts[1:])
+
+
+def _pieces(mark: _Mark, cuts: list[int]) -> list[_Mark]:
+    """`mark` cut at these columns (counted from its left edge, increasing)."""
+    spans = [_span(mark, start, end) for start, end in itertools.pairwise([0, *cuts, mark.width])]
+    return [piece for piece in spans if piece is not None]
+
+
+def _span(mark: _Mark, start: int, end: int) -> _Mark | None:
+    """The part of `mark` between these columns (from its left edge); None if it has no ink."""
+    columns = np.zeros_like(mark.mask)
+    columns[:, mark.left + start : mark.left + end] = True
+    mask = mark.mask & columns
+    rows = np.flatnonzero(mask.any(axis=1))
+    if not rows.size:
+        return None
+    return _Mark(mark.left + start, rows[0], mark.left + end, rows[-1] + 1, mask)
 
 
 def _overlap(start_a: int, end_a: int, start_b: int, end_b: int) -> int:

@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from mnist_shared.digit_check import CHECK_DIR_NAME
 from service import __version__
 from service.dataplane.dataplane import DataPlane
 from service.draining import Arrivals, drain_on_sigterm
@@ -41,6 +42,7 @@ from service.rest.responses import JSONLineResponse, error_response, internal_er
 from service.rest.routes import router
 from service.rest.v2 import router as v2_router
 from service.rest.v2_repository import router as v2_repository_router
+from service.runtime.digit_check import DigitCheck, DigitCheckUnavailable, load_digit_check
 from service.runtime.in_flight import InFlight, InFlightBoard
 from service.settings import Settings
 
@@ -104,7 +106,8 @@ async def _lifespan(
     in_flight = _in_flight(settings)
     registry = ModelRegistry(settings, metrics, executor, in_flight)
     app.state.registry = registry
-    app.state.dataplane = DataPlane(settings, registry, metrics, in_flight)
+    digit_check = _digit_check(settings, executor)
+    app.state.dataplane = DataPlane(settings, registry, metrics, in_flight, digit_check)
     app.state.repository = RepositoryHandlers(registry)
     loader = await _start_loading(registry, settings) if load_models else None
     drain_on_sigterm(app.state.dataplane, app.state.arrivals, settings.shutdown_grace_s)
@@ -138,6 +141,17 @@ async def _start_loading(registry: ModelRegistry, settings: Settings) -> asyncio
         # would answer 503 while its siblings are ready. Accept only once loaded.
         await asyncio.shield(loader)
     return loader
+
+
+def _digit_check(settings: Settings, executor: ThreadPoolExecutor) -> DigitCheck | str:
+    """The digit check in <models_dir>/digit_check, or why there is none (logged)."""
+    if not settings.digit_check:
+        return "MNIST_DIGIT_CHECK=false"
+    try:
+        return load_digit_check(settings.models_dir / CHECK_DIR_NAME, executor)
+    except DigitCheckUnavailable as error:
+        logger.warning("serving without the digit check: %s", error)
+        return str(error)
 
 
 def _in_flight(settings: Settings) -> InFlight:

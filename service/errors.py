@@ -71,6 +71,12 @@ class NoDigit(ServiceError):
     status_code = 422
 
 
+class NotADigit(ServiceError):
+    """`strict=true`, and no picture looks like one handwritten digit."""
+
+    status_code = 422
+
+
 class NotReady(ServiceError):
     """Models are still loading, or failed to load."""
 

@@ -69,6 +69,12 @@ class Settings(BaseSettings):
         "other Host gets 400 (against DNS rebinding). `*`: any, as containers and Kubernetes "
         "probes need (they reach the service by names and pod IPs not known in advance).",
     )
+    digit_check: bool = Field(
+        True,
+        description="Score every picture for how much it looks like one digit, with the check "
+        "in <models_dir>/digit_check (`looks_like_digit` in answers, `strict=true` refusing "
+        "the rest); false, or no check there: answers without it.",
+    )
     default_variant: str = Field(
         "", description="Variant used when a request names none; empty: the first served."
     )

@@ -18,11 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from mnist_shared.preprocessing import IMAGE_SIZE, scale_pixels
+from mnist_shared.preprocessing import scale_pixels
 from service import __version__
 from service.dataplane.admission import Admission
 from service.dataplane.decode_work import decode_files
 from service.dataplane.decoding import ImagePayload, Limits
+from service.dataplane.digit_verdicts import DigitVerdicts
 from service.dataplane.inference import (
     ALL_VARIANTS,
     InferenceAnswer,
@@ -33,6 +34,7 @@ from service.dataplane.inference import (
     parse_version,
 )
 from service.dataplane.precision import check_precision, precision_of
+from service.dataplane.tensors import INPUT_METADATA, OUTPUT_METADATA
 from service.errors import (
     BadRequest,
     GatewayTimeout,
@@ -45,6 +47,7 @@ from service.metrics import Metrics
 from service.repository.registry import ModelRegistry
 from service.repository.variants import LoadedModel
 from service.runtime.backends import BACKENDS
+from service.runtime.digit_check import DigitCheck
 from service.runtime.in_flight import InFlight
 from service.settings import Settings
 
@@ -54,9 +57,16 @@ SERVER_VERSION = __version__
 
 class DataPlane:
     def __init__(
-        self, settings: Settings, registry: ModelRegistry, metrics: Metrics, in_flight: InFlight
+        self,
+        settings: Settings,
+        registry: ModelRegistry,
+        metrics: Metrics,
+        in_flight: InFlight,
+        digit_check: DigitCheck | str = "not loaded",
     ) -> None:
+        """`digit_check`: the loaded check, or why there is none."""
         self.settings = settings
+        self.digit_verdicts = DigitVerdicts(digit_check)
         self._registry = registry
         self._metrics = metrics
         self._in_flight = in_flight
@@ -112,17 +122,8 @@ class DataPlane:
             "name": name,
             "versions": [str(model.version)],
             "platform": "onnxruntime_onnx",
-            "inputs": [
-                {"name": "image", "datatype": "FP32", "shape": [-1, IMAGE_SIZE, IMAGE_SIZE]},
-                {"name": "image_bytes", "datatype": "BYTES", "shape": [-1]},
-            ],
-            "outputs": [
-                {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]},
-                {"name": "digit", "datatype": "INT64", "shape": [-1]},
-                {"name": "boxes", "datatype": "INT64", "shape": [-1, 4]},
-                {"name": "picture", "datatype": "INT64", "shape": [-1]},
-                {"name": "line", "datatype": "INT64", "shape": [-1]},
-            ],
+            "inputs": INPUT_METADATA,
+            "outputs": OUTPUT_METADATA,
         }
 
     # -- inference ----------------------------------------------------------------------------
@@ -165,14 +166,21 @@ class DataPlane:
         its queued work dropped), counted in flight and in the request metrics."""
         async with self._answering(request.name):
             version = parse_version(request.version)
+            self.digit_verdicts.check_strict(request.strict)
             backend = self.choose_backend(request.backend)
             variants = self._chosen_variants(request, version)
             payload = await request.read_images(self._limits)
             precision = self._chosen_precision(request.precision(), backend, variants, version)
             async with self._admitted(payload.count * len(variants)), request.watch_client():
                 decoded = await self._model_input(payload, request.whole)
+                decoded, scores = await self.digit_verdicts.verdicts(
+                    decoded, request.strict, request.whole
+                )
                 results = await self._run(variants, backend, precision, decoded.images, version)
-        return InferenceAnswer(results, backend, decoded.images, decoded.failures, decoded.numbers)
+        return InferenceAnswer(
+            results, backend, decoded.images, decoded.failures, decoded.numbers,
+            scores, self.digit_verdicts.threshold,
+        )  # fmt: skip
 
     def _chosen_variants(self, request: InferenceRequest, version: int | None) -> list[str]:
         """The variants to run, each checked to serve `version` (NotFound or NotReady saying
@@ -202,7 +210,8 @@ class DataPlane:
         """The models' input, float32 (M, 28, 28) in [0, 1], and why each picture left out
         could not be read (none when `whole`: the first such picture fails the request)."""
         if payload.files:
-            decoded = await decode_files(payload.files, self._limits, payload.numbers)
+            judge = self.digit_verdicts.judge
+            decoded = await decode_files(payload.files, self._limits, payload.numbers, judge)
             digits = decoded.all_read() if whole else decoded.digits
             failures = {} if whole else decoded.failures
             return ModelInput(scale_pixels(digits), failures, decoded.numbers)

@@ -20,6 +20,7 @@ from threading import Event
 from typing import TypeVar
 
 from mnist_shared.preprocessing import IMAGE_SIZE
+from mnist_shared.segmentation import Judge
 from service.dataplane.decoding import (
     DecodedImages,
     Limits,
@@ -45,24 +46,33 @@ _DECODING_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decodin
 
 
 async def decode_files(
-    files: list[tuple[str, bytes]], limits: Limits, numbers: bool = False
+    files: list[tuple[str, bytes]],
+    limits: Limits,
+    numbers: bool = False,
+    judge: Judge | None = None,
 ) -> DecodedImages:
     """Encoded pictures -> MNIST-ready digits (with `numbers`, every digit of each). Small
     files' structure and headers are read on the event loop (bounded by `image_structure`, a
     fraction of a millisecond), their pixels decoded where their declared size says; large
-    files are read wholly in a thread (walking a JPEG's scans costs about 1 ms a megabyte)."""
+    files are read wholly in a thread (walking a JPEG's scans costs about 1 ms a megabyte).
+    `judge`: the digit check, telling touching digits apart when reading numbers."""
     if sum(len(data) for _, data in files) > INLINE_BYTES:
-        return await in_stoppable_thread(_open_and_decode, files, limits, numbers)
+        return await in_stoppable_thread(_open_and_decode, files, limits, numbers, judge)
     opened = open_images(files, limits)
     if _inline_cost(opened, numbers) <= INLINE_COST:
-        return decode_opened(opened, numbers=numbers)
-    return await in_stoppable_thread(functools.partial(decode_opened, numbers=numbers), opened)
+        return decode_opened(opened, numbers=numbers, judge=judge)
+    decode = functools.partial(decode_opened, numbers=numbers, judge=judge)
+    return await in_stoppable_thread(decode, opened)
 
 
 def _open_and_decode(
-    files: list[tuple[str, bytes]], limits: Limits, numbers: bool, stop: Event
+    files: list[tuple[str, bytes]],
+    limits: Limits,
+    numbers: bool,
+    judge: Judge | None,
+    stop: Event,
 ) -> DecodedImages:
-    return decode_opened(open_images(files, limits), stop, numbers)
+    return decode_opened(open_images(files, limits), stop, numbers, judge)
 
 
 def _inline_cost(opened: list[OpenedImage], numbers: bool = False) -> int:

@@ -29,7 +29,7 @@ from mnist_shared.preprocessing import (
     reduce_for_digit,
     to_mnist_digit,
 )
-from mnist_shared.segmentation import FoundDigit, find_digits, upright_size
+from mnist_shared.segmentation import FoundDigit, Judge, find_digits, upright_size
 from service.dataplane.image_structure import check_structure
 from service.errors import BadRequest, NoDigit, PayloadTooLarge
 
@@ -133,13 +133,17 @@ class DecodedImages:
 
 
 def decode_images(
-    payloads: list[tuple[str, bytes]], limits: Limits, numbers: bool = False
+    payloads: list[tuple[str, bytes]],
+    limits: Limits,
+    numbers: bool = False,
+    judge: Judge | None = None,
 ) -> DecodedImages:
     """Every image's header is read and the request's pixels counted before any is decoded,
     so a request over MNIST_MAX_REQUEST_PIXELS costs no decoding at all. A picture with no
     digit is a failure of its own; NoDigit only when no picture has one. With `numbers`, every
-    digit of each picture is found (`segmentation`), not one a picture."""
-    return decode_opened(open_images(payloads, limits), numbers=numbers)
+    digit of each picture is found (`segmentation`, touching digits told apart by `judge`, the
+    digit check, where there is one), not one a picture."""
+    return decode_opened(open_images(payloads, limits), numbers=numbers, judge=judge)
 
 
 def open_images(payloads: list[tuple[str, bytes]], limits: Limits) -> list[OpenedImage]:
@@ -154,7 +158,10 @@ class DecodingStopped(Exception):
 
 
 def decode_opened(
-    opened: list[OpenedImage], stop: Event | None = None, numbers: bool = False
+    opened: list[OpenedImage],
+    stop: Event | None = None,
+    numbers: bool = False,
+    judge: Judge | None = None,
 ) -> DecodedImages:
     """The opened images decoded and framed, one after the other (with `numbers`, each read
     as a number); with `stop`, checked before each, so that a cancelled request's work ends
@@ -165,7 +172,7 @@ def decode_opened(
             raise DecodingStopped(label)
         try:
             if numbers:
-                found.append(_read_number(image, label))
+                found.append(_read_number(image, label, judge))
                 digits += [digit.digit for digit in found[-1]]
             else:
                 digits.append(_decode(image, label))
@@ -209,13 +216,13 @@ def _decode(image: Image.Image, label: str) -> np.ndarray:
         raise NoDigit(f"{label}: {error}") from None
 
 
-def _read_number(image: Image.Image, label: str) -> list[FoundDigit]:
+def _read_number(image: Image.Image, label: str, judge: Judge | None) -> list[FoundDigit]:
     with _decoding_errors(label):
         image.seek(0)
         size = upright_size(image)
         image = reduce_for_digit(image)
     try:
-        return find_digits(image, size)
+        return find_digits(image, size, judge)
     except NoDigitFound as error:
         raise NoDigit(f"{label}: {error}") from None
 

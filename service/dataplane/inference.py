@@ -48,6 +48,9 @@ class InferenceRequest:
     # True: a picture without a digit fails the whole request (the Open Inference Protocol
     # answers a request whole); False: it gets an error entry in its place (`/predict`).
     whole: bool = False
+    # True: a picture that does not look like one digit (the digit check) is refused as a
+    # picture without a digit is (`whole`: the request; else that picture, 422 when all are).
+    strict: bool = False
     watch_client: WatchClient = field(default=nullcontext)
 
     @property
@@ -80,6 +83,15 @@ class InferenceAnswer:
     # With `ImagePayload.numbers`: each readable picture's digits (their boxes and lines);
     # the rows of `model_input` and of each result are these digits, picture after picture.
     numbers: list[list[FoundDigit]] | None = None
+    # With the digit check: each row's score (how much it looks like one digit) and the
+    # threshold below which a row is flagged; None without one.
+    digit_scores: np.ndarray | None = None
+    digit_threshold: float = 0.0
+
+    def looks_like_digit(self, row: int) -> bool | None:
+        if self.digit_scores is None:
+            return None
+        return bool(self.digit_scores[row] >= self.digit_threshold)
 
     def digits_seen(self) -> np.ndarray:
         """The model input as uint8 digits: exactly those it was scaled from, when it was

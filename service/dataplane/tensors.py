@@ -22,9 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from mnist_shared.preprocessing import IMAGE_SIZE
-from mnist_shared.segmentation import FoundDigit
 from service.dataplane.decoding import ImagePayload, Limits, check_count
-from service.dataplane.inference import VariantResult
+from service.dataplane.inference import InferenceAnswer, VariantResult
 from service.errors import BadRequest, PayloadTooLarge
 
 # Wire datatypes of the protocol with a fixed element size, little-endian.
@@ -50,7 +49,23 @@ PROBABILITIES, DIGIT = "probabilities", "digit"
 DEFAULT_OUTPUTS = (PROBABILITIES, DIGIT)
 BOXES, PICTURE, LINE = "boxes", "picture", "line"
 NUMBER_OUTPUTS = (BOXES, PICTURE, LINE)  # asking for one reads whole numbers
-OUTPUTS = (*DEFAULT_OUTPUTS, *NUMBER_OUTPUTS)
+LOOKS_LIKE_DIGIT, DIGIT_SCORE = "looks_like_digit", "digit_score"
+CHECK_OUTPUTS = (LOOKS_LIKE_DIGIT, DIGIT_SCORE)  # where the server has the digit check
+OUTPUTS = (*DEFAULT_OUTPUTS, *NUMBER_OUTPUTS, *CHECK_OUTPUTS)
+# The model metadata's tensors (every variant's are the same).
+INPUT_METADATA = [
+    {"name": IMAGE_INPUT, "datatype": "FP32", "shape": [-1, IMAGE_SIZE, IMAGE_SIZE]},
+    {"name": BYTES_INPUT, "datatype": "BYTES", "shape": [-1]},
+]
+OUTPUT_METADATA = [
+    {"name": PROBABILITIES, "datatype": "FP32", "shape": [-1, 10]},
+    {"name": DIGIT, "datatype": "INT64", "shape": [-1]},
+    {"name": BOXES, "datatype": "INT64", "shape": [-1, 4]},
+    {"name": PICTURE, "datatype": "INT64", "shape": [-1]},
+    {"name": LINE, "datatype": "INT64", "shape": [-1]},
+    {"name": LOOKS_LIKE_DIGIT, "datatype": "BOOL", "shape": [-1]},
+    {"name": DIGIT_SCORE, "datatype": "FP32", "shape": [-1]},
+]
 _INPUTS_HELP = (
     f"send one input: {IMAGE_INPUT!r} FP32 [N, 28, 28] in 0..1, or {BYTES_INPUT!r} BYTES [N] "
     "(encoded PNG/JPEG/WebP/BMP/GIF pictures)"
@@ -215,15 +230,28 @@ def reads_numbers(requested: Sequence[str]) -> bool:
 
 
 def output_tensors(
-    result: VariantResult, requested: Sequence[str], numbers: list[list[FoundDigit]] | None
+    result: VariantResult, requested: Sequence[str], answer: InferenceAnswer
 ) -> list[Tensor]:
     """The requested outputs (the default ones when none are named, each checked by
-    `check_outputs`), in the order asked for; `numbers` where the digits are (`reads_numbers`)."""
+    `check_outputs`), in the order asked for: the answer's numbers where the digits are
+    (`reads_numbers`), the digit check's verdicts where the server has one."""
     count = len(result.probabilities)
     available = {
         PROBABILITIES: Tensor(PROBABILITIES, "FP32", [count, 10], result.probabilities),
         DIGIT: Tensor(DIGIT, "INT64", [count], result.digits.astype(np.int64)),
     }
+    if answer.digit_scores is not None:
+        flags = answer.digit_scores >= answer.digit_threshold
+        available[LOOKS_LIKE_DIGIT] = Tensor(LOOKS_LIKE_DIGIT, "BOOL", [count], flags)
+        available[DIGIT_SCORE] = Tensor(DIGIT_SCORE, "FP32", [count], answer.digit_scores)
+    if unavailable := [
+        name for name in requested if name not in available and name in CHECK_OUTPUTS
+    ]:
+        raise BadRequest(
+            f"output {unavailable[0]!r} needs the digit check, which this server has not "
+            "loaded (GET /models says why); ask for the other outputs"
+        )
+    numbers = answer.numbers
     if numbers is not None:
         found = [(index, digit) for index, number in enumerate(numbers) for digit in number]
         boxes = np.array([digit.box for _, digit in found], np.int64).reshape(-1, 4)

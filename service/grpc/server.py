@@ -31,6 +31,7 @@ from service.errors import (
     GatewayTimeout,
     InferenceFailed,
     NoDigit,
+    NotADigit,
     NotFound,
     NotReady,
     Overloaded,
@@ -80,6 +81,7 @@ INTERNAL_MESSAGE = "internal error (logged); retry, and report it if it persists
 GRPC_STATUS: dict[type[ServiceError], grpc.StatusCode] = {
     BadRequest: grpc.StatusCode.INVALID_ARGUMENT,
     NoDigit: grpc.StatusCode.INVALID_ARGUMENT,
+    NotADigit: grpc.StatusCode.INVALID_ARGUMENT,
     UnsupportedMediaType: grpc.StatusCode.INVALID_ARGUMENT,
     PayloadTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
     NotFound: grpc.StatusCode.NOT_FOUND,
@@ -240,7 +242,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             response.parameters[key].CopyFrom(value)
         response.parameters["precision"].string_param = result.precision
         requested = [output.name for output in request.outputs]
-        for tensor in output_tensors(result, requested, answer.numbers):
+        for tensor in output_tensors(result, requested, answer):
             response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
             response.raw_output_contents.append(raw_bytes(tensor))
         return response

@@ -25,7 +25,7 @@ from service.dataplane.inference import (
 from service.rest import schemas
 from service.rest.body import read_payload
 from service.rest.responses import ERROR_RESPONSES
-from service.rest.routes import infer_from_query, json_response, png_base64
+from service.rest.routes import add_digit_check, infer_from_query, json_response, png_base64
 
 router = APIRouter()
 
@@ -61,7 +61,7 @@ router.add_api_route(
         **ERROR_RESPONSES,
     },
     openapi_extra={
-        "parameters": schemas.PREDICT_PARAMETERS,
+        "parameters": schemas.READ_PARAMETERS,
         "requestBody": {"required": True, "content": schemas.PREDICT_REQUEST_BODIES},
     },
     summary="Read the whole number in each picture, digit by digit",
@@ -77,7 +77,10 @@ def _variant_readings(
     for found in answer.numbers:
         rows = slice(start, start + len(found))
         inputs = answer.digits_seen()[rows] if return_input else None
-        readings.append(_reading(found, result.probabilities[rows], inputs))
+        reading = _reading(found, result.probabilities[rows], inputs)
+        for row, entry in enumerate(reading["digits"], start=start):
+            add_digit_check(entry, answer, row)
+        readings.append(reading)
         start += len(found)
     for index in sorted(answer.failures):  # in input order, where the unreadable pictures were
         readings.insert(index, {"error": answer.failures[index]})

@@ -45,7 +45,7 @@ async def predict(request: Request) -> Response:
     loop's time per request. The route below only documents it, so it takes no dependencies
     (`create_app` refuses any). Query parameters are read by hand, for the same reason; they
     are documented in `schemas.PREDICT_PARAMETERS`."""
-    asked = await infer_from_query(request)
+    asked = await infer_from_query(request, strict=True)
     all_variants = asked.variant == ALL_VARIANTS
     return json_response(_predictions(asked.answer, asked.return_input, all_variants))
 
@@ -60,13 +60,17 @@ class QueryAnswer(NamedTuple):
 PayloadReader = Callable[[Request, int, int, Limits], Awaitable[ImagePayload]]
 
 
-async def infer_from_query(request: Request, reader: PayloadReader = read_payload) -> QueryAnswer:
+async def infer_from_query(
+    request: Request, reader: PayloadReader = read_payload, *, strict: bool = False
+) -> QueryAnswer:
     """The data plane's answer to a request shaped like `/predict`'s (and `/read`'s): the
-    images in the body, read by `reader`, the choices in the query string."""
+    images in the body, read by `reader`, the choices in the query string (`strict` among
+    them where the route takes it)."""
     dataplane: DataPlane = request.app.state.dataplane
     settings = dataplane.settings
     query = query_parameters(request.scope["query_string"])
     return_input = query_flag(query.get("return_input"), "return_input")
+    refuse_non_digits = strict and query_flag(query.get("strict"), "strict")
     answer = await dataplane.infer(
         InferenceRequest(
             read_images=functools.partial(
@@ -76,6 +80,7 @@ async def infer_from_query(request: Request, reader: PayloadReader = read_payloa
             version=query.get("version"),
             backend=query.get("backend"),
             precision=functools.partial(query.get, "precision"),
+            strict=refuse_non_digits,
             watch_client=functools.partial(dropped_on_disconnect, request),
         )
     )
@@ -102,7 +107,7 @@ router.add_api_route(
 
 def _predictions(answer: InferenceAnswer, return_input: bool, all_variants: bool) -> dict[str, Any]:
     inputs = [png_base64(digit) for digit in answer.digits_seen()] if return_input else None
-    answers = [_variant_answer(result, inputs, answer.failures) for result in answer.results]
+    answers = [_variant_answer(result, inputs, answer) for result in answer.results]
     if not all_variants:
         return answers[0]
     return {
@@ -113,8 +118,8 @@ def _predictions(answer: InferenceAnswer, return_input: bool, all_variants: bool
 
 
 @router.get("/models", summary="Variants, versions, backends, input spec and test accuracy")
-async def models(repository: RepositoryDep) -> dict[str, Any]:
-    return {"models": repository.describe()}
+async def models(repository: RepositoryDep, dataplane: DataPlaneDep) -> dict[str, Any]:
+    return {"models": repository.describe(), "digit_check": dataplane.digit_verdicts.describe()}
 
 
 @router.get("/health/live", summary="The process is up")
@@ -162,16 +167,18 @@ def json_response(body: dict[str, Any]) -> Response:
 
 
 def _variant_answer(
-    result: VariantResult, inputs: list[str] | None, failures: dict[int, str]
+    result: VariantResult, inputs: list[str] | None, answer: InferenceAnswer
 ) -> dict[str, Any]:
     # float32 numbers, written by orjson in their shortest form (0.998, not 0.99800002574...).
     predictions: list[dict[str, Any]] = [
         {"digit": int(d), "confidence": p[d], "probabilities": p}
         for d, p in zip(result.digits, result.probabilities, strict=True)
     ]
-    if inputs is not None:
-        for prediction, image in zip(predictions, inputs, strict=True):
-            prediction["input"] = image
+    for row, prediction in enumerate(predictions):
+        add_digit_check(prediction, answer, row)
+        if inputs is not None:
+            prediction["input"] = inputs[row]
+    failures = answer.failures
     for index in sorted(failures):  # in input order, where the unreadable pictures were
         predictions.insert(index, {"error": failures[index]})
     return {
@@ -181,6 +188,13 @@ def _variant_answer(
         "precision": result.precision,
         "predictions": predictions,
     }
+
+
+def add_digit_check(entry: dict[str, Any], answer: InferenceAnswer, row: int) -> None:
+    """The digit check's verdict on one row of the answer, where the server has the check."""
+    if answer.digit_scores is not None:
+        entry["looks_like_digit"] = answer.looks_like_digit(row)
+        entry["digit_score"] = answer.digit_scores[row]
 
 
 def png_base64(digit: np.ndarray) -> str:

@@ -5,7 +5,25 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 
-class Prediction(BaseModel):
+class DigitCheckVerdict(BaseModel):
+    """The digit check's fields, in each prediction and each digit of a reading."""
+
+    looks_like_digit: bool | None = Field(
+        None,
+        description="Whether the picture looks like one handwritten digit at all (the digit "
+        "check; absent where the server runs without it). False for a letter, a symbol, a "
+        "scribble or several digits: `digit` is then the model's guess, not a reading.",
+    )
+    digit_score: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="The digit check's score; below its threshold (GET "
+        "/models) the picture does not look like a digit.",
+    )
+
+
+class Prediction(DigitCheckVerdict):
     digit: int | None = Field(None, ge=0, le=9, description="The most probable digit.")
     confidence: float | None = Field(None, ge=0, le=1, description="Probability of `digit`.")
     probabilities: list[float] | None = Field(None, description="Probability of each digit 0-9.")
@@ -34,7 +52,7 @@ class AllVariantsPredictions(BaseModel):
     results: dict[str, VariantPredictions] = Field(description="Each variant's answer, by name.")
 
 
-class ReadDigit(BaseModel):
+class ReadDigit(DigitCheckVerdict):
     digit: int = Field(ge=0, le=9)
     confidence: float = Field(ge=0, le=1)
     box: list[int] = Field(description="x, y, width, height in the upright picture's pixels.")
@@ -83,6 +101,8 @@ PREDICTION_EXAMPLE = {
             "digit": 7,
             "confidence": 0.998,
             "probabilities": [0.0, 0.0, 0.001, 0.0, 0.0, 0.0, 0.0, 0.998, 0.0, 0.001],
+            "looks_like_digit": True,
+            "digit_score": 0.999,
         }
     ],
 }
@@ -107,7 +127,7 @@ READING_EXAMPLE = {
     ],
 }  # fmt: skip
 
-PREDICT_PARAMETERS = [
+READ_PARAMETERS = [
     {
         "name": name,
         "in": "query",
@@ -133,6 +153,18 @@ PREDICT_PARAMETERS = [
             "add each image as the model saw it: a 28x28 base64 PNG.",
         ),
     ]
+]
+
+PREDICT_PARAMETERS = [
+    *READ_PARAMETERS,
+    {
+        "name": "strict",
+        "in": "query",
+        "required": False,
+        "description": "true: a picture that does not look like one digit (`looks_like_digit` "
+        "false) gets an error entry instead of a guess, and the request 422 when none does.",
+        "schema": {"type": "boolean"},
+    },
 ]
 
 PREDICT_REQUEST_BODIES = {

@@ -98,7 +98,7 @@ async def model_infer(
     if inference.id is not None:
         reply["id"] = inference.id
     reply["parameters"] = (inference.parameters or {}) | {"precision": result.precision}
-    outputs = output_tensors(result, body.requested_outputs, answer.numbers)
+    outputs = output_tensors(result, body.requested_outputs, answer)
     return _response(reply, outputs, body.binary_outputs)
 
 

@@ -95,9 +95,13 @@ function render(body, milliseconds) {
     if (!result) continue;
     const prediction = result.predictions[0];
     preview = preview || prediction.input;
-    card.querySelector(".digit").textContent = String(prediction.digit);
-    card.querySelector(".confidence").textContent =
-      `${(prediction.confidence * 100).toFixed(1)}% sure`;
+    // The digit check: a letter, a scribble or several digits get no confident digit.
+    const notADigit = prediction.looks_like_digit === false;
+    card.classList.toggle("not-a-digit", notADigit);
+    card.querySelector(".digit").textContent = notADigit ? "?" : String(prediction.digit);
+    card.querySelector(".confidence").textContent = notADigit
+      ? `this does not look like a digit (the model would guess ${prediction.digit})`
+      : `${(prediction.confidence * 100).toFixed(1)}% sure`;
     card.querySelector(".version").textContent =
       `(version ${result.model_version}, ${result.precision})`;
     const bars = card.querySelector(".bars");
@@ -144,7 +148,9 @@ function showReading(body, milliseconds) {
     image.src = `data:image/png;base64,${found.input}`;
     image.alt = `What the model saw for digit ${found.digit}`;
     const caption = document.createElement("figcaption");
-    caption.textContent = `${found.digit} · ${(found.confidence * 100).toFixed(0)}%`;
+    caption.textContent = found.looks_like_digit === false
+      ? `${found.digit}? does not look like a digit`
+      : `${found.digit} · ${(found.confidence * 100).toFixed(0)}%`;
     figure.append(image, caption);
     return figure;
   });

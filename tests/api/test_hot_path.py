@@ -96,7 +96,14 @@ def test_answers_match_the_documented_schemas(client, mnist):
     body = {"pixels": [mnist.test_images[0].tolist()]}
     one = client.post("/predict", params={"return_input": "true"}, json=body).json()
     schemas.VariantPredictions.model_validate(one, strict=True)
-    assert set(one["predictions"][0]) == {"digit", "confidence", "probabilities", "input"}
+    assert set(one["predictions"][0]) == {
+        "digit",
+        "confidence",
+        "probabilities",
+        "input",
+        "looks_like_digit",
+        "digit_score",
+    }
     every = client.post("/predict", params={"variant": "all"}, json=body).json()
     schemas.AllVariantsPredictions.model_validate(every, strict=True)
     assert set(every["results"]) == {"group", "instance", "layer"}

@@ -126,6 +126,26 @@ def test_ring_reads_zero(page, server):
     _only_own_origin(page, server)
 
 
+def test_a_scribble_says_it_does_not_look_like_a_digit(page, server):
+    from playwright.sync_api import expect
+
+    hash_sign = [  # "#": two slanted uprights and two bars, drawn as one stroke
+        (110, 50), (95, 230), (100, 200), (175, 50), (160, 230), (165, 190),
+        (60, 170), (230, 170), (225, 110), (70, 110),
+    ]  # fmt: skip
+    _draw(page, hash_sign)
+    for variant in VARIANTS:
+        card = page.locator(f"#result-{variant}")
+        expect(card.locator(".confidence")).to_contain_text(
+            "this does not look like a digit", timeout=10_000
+        )
+        expect(card.locator(".digit")).to_have_text("?")
+    page.click("#clear")
+    _draw(page, [(140, 40 + 10 * i) for i in range(21)])
+    _expect_digit(page, 1)
+    assert "sure" in page.locator("#result-group .confidence").inner_text()
+
+
 def test_uploaded_photo_is_read(page, server, mnist):
     picture, label = sample("grey_photo", mnist.test_images, mnist.test_labels, 1, seed=5)[0]
     page.set_input_files(

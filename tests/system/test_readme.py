@@ -22,10 +22,13 @@ def readme_curl_commands() -> list[str]:
     return commands
 
 
-def expected_digits(command: str) -> list[int]:
+def expected_digits(command: str) -> list[int | None]:
     """The digits of the example pictures a command sends, in order (examples/<name>-<digit>,
-    examples/number-<number> for /read)."""
-    return [int(d) for d in re.findall(r"examples/[a-z]+-(\d+)\.\w+", command)]
+    examples/number-<number> for /read, None for examples/letter-<letter>: not a digit)."""
+    return [
+        None if name == "letter" else int(digit)
+        for name, digit in re.findall(r"examples/([a-z]+)-(\w+)\.\w+", command)
+    ]
 
 
 def test_readme_has_the_examples():
@@ -54,7 +57,10 @@ def test_readme_example_runs_as_written(server, command):
         return
     results = answer.get("results", {answer.get("variant"): answer})
     for result in results.values():
-        assert [p["digit"] for p in result["predictions"]] == expected, result
+        assert [p.get("digit") for p in result["predictions"]] == expected, result
+        for prediction, digit in zip(result["predictions"], expected, strict=True):
+            if digit is None:  # strict=true
+                assert "does not look like a digit" in prediction["error"]
         if "return_input=true" in command:
             assert all(p["input"] for p in result["predictions"])
 

@@ -80,6 +80,7 @@ def test_model_metadata_and_readiness(http, grpc, variant):
         assert outputs == {
             "probabilities": "FP32", "digit": "INT64",  # and where each digit of a number is:
             "boxes": "INT64", "picture": "INT64", "line": "INT64",
+            "looks_like_digit": "BOOL", "digit_score": "FP32",  # the digit check's verdicts
         }  # fmt: skip
     assert http.is_model_ready(variant) and http.is_model_ready(variant, version)
     assert grpc.is_model_ready(variant) and grpc.is_model_ready(variant, version)
@@ -165,6 +166,28 @@ def test_image_bytes_are_preprocessed_like_predict(request, server, mnist, clien
     np.testing.assert_allclose(
         result.as_numpy("probabilities"), _predict(server, images, "group"), atol=1e-6
     )
+
+
+@pytest.mark.parametrize("client_name", ["http", "grpc"])
+def test_the_digit_checks_verdicts_are_outputs(request, server, mnist, client_name):
+    """BOOL and FP32 outputs a stock client decodes, equal to /predict's fields."""
+    client = request.getfixturevalue(client_name)
+    module = httpclient if client_name == "http" else grpcclient
+    letter = np.zeros((28, 28), np.uint8)
+    letter[5:23, 6:9] = letter[5:23, 19:22] = letter[5:8, 6:22] = letter[13:16, 6:22] = 255
+    images = np.stack([mnist.test_images[0], letter])
+    names = ("looks_like_digit", "digit_score")
+    result = client.infer(
+        "group",
+        [_image_input(module, scale_pixels(images))],
+        outputs=[module.InferRequestedOutput(name) for name in names],
+    )
+    flags, scores = (result.as_numpy(name) for name in names)
+    assert flags.dtype == np.bool_ and flags.tolist() == [True, False]
+    files = [("file", (f"{i}.png", _png(image), "image/png")) for i, image in enumerate(images)]
+    predictions = httpx.post(f"{server.url}/predict", files=files).json()["predictions"]
+    assert [p["looks_like_digit"] for p in predictions] == flags.tolist()
+    np.testing.assert_allclose([p["digit_score"] for p in predictions], scores, rtol=1e-6)
 
 
 def test_id_parameters_and_versioned_route_round_trip(server, http, mnist):

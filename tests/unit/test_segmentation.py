@@ -5,6 +5,7 @@ targets of the numbers issue asserted on a sample (the full table: benchmarks/re
 from __future__ import annotations
 
 import io
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnxruntime as ort
@@ -13,20 +14,29 @@ from PIL import Image, ImageDraw
 
 from devtools import REPO_ROOT
 from devtools.pictures.numbers import sample_numbers
+from mnist_shared.digit_check import CHECK_DIR_NAME
 from mnist_shared.ink import NoDigitFound
 from mnist_shared.manifest import latest_version
 from mnist_shared.preprocessing import scale_pixels, to_mnist_digit
-from mnist_shared.segmentation import read_number
+from mnist_shared.segmentation import Judge, read_number
+from service.runtime.digit_check import load_digit_check
 
 
 @pytest.fixture(scope="module")
-def read(mnist):
-    """A picture's number as the committed group model reads it, digit by digit."""
+def judge() -> Judge:
+    """The committed digit check, as the service hands it to segmentation."""
+    return load_digit_check(REPO_ROOT / "models" / CHECK_DIR_NAME, ThreadPoolExecutor(1)).judge
+
+
+@pytest.fixture(scope="module")
+def read(mnist, judge):
+    """A picture's number as the service reads it (the committed group model, touching digits
+    told apart by the digit check; `judged=False`: by the width of marks alone)."""
     group = REPO_ROOT / "models" / "group"
     session = ort.InferenceSession(str(group / str(latest_version(group)) / "model.onnx"))
 
-    def reading(data: bytes) -> str:
-        found = read_number(Image.open(io.BytesIO(data)))
+    def reading(data: bytes, judged: bool = True) -> str:
+        found = read_number(Image.open(io.BytesIO(data)), judge if judged else None)
         digits = np.stack([f.digit for f in found])
         probabilities = session.run(None, {"image": scale_pixels(digits)})[0]
         return "".join(str(d) for d in probabilities.argmax(1))
@@ -45,6 +55,15 @@ def test_separated_four_digit_numbers_meet_the_targets(mnist, read):
     ]
     assert np.mean(digits) >= 0.98, readings
     assert whole >= 0.95, [(p.number, r) for p, r in zip(pictures, readings, strict=True)]
+
+
+def test_the_digit_check_cuts_touching_digits_apart(mnist, read):
+    pictures = sample_numbers(
+        mnist.test_images, mnist.test_labels, 40, seed=8, lengths=(2,), spacing="touching"
+    )
+    judged = np.mean([read(p.picture.data) == p.number for p in pictures])
+    by_width = np.mean([read(p.picture.data, judged=False) == p.number for p in pictures])
+    assert judged >= 0.85 and judged >= by_width + 0.1, (judged, by_width)
 
 
 def test_numbers_of_every_length_are_read_in_order(mnist, read):
