@@ -234,7 +234,8 @@ def _judged_cut(mark: _Mark, digit_width: float, ink: np.ndarray, judge: Judge) 
     """The mark whole if it looks like one digit; else cut where its pieces look most like
     digits together: among columns a CUT_STEPS-th of a digit apart, pieces PIECE_WIDTHS digit
     widths wide, the cuts with the highest sum of the log of each piece's score."""
-    if judge(_framed(mark, ink)[None])[0] >= ONE_DIGIT:
+    whole = judge(_framed(mark, ink)[None])[0]
+    if whole >= ONE_DIGIT:
         return [mark]
     step = max(1, round(digit_width / CUT_STEPS))
     bounds = [*range(0, mark.width, step), mark.width]
@@ -244,10 +245,13 @@ def _judged_cut(mark: _Mark, digit_width: float, ink: np.ndarray, judge: Judge) 
         (i, j)
         for i in range(last)
         for j in range(i + 1, last + 1)
-        if low <= bounds[j] - bounds[i] <= high or (i, j) == (0, last)
+        if low <= bounds[j] - bounds[i] <= high and (i, j) != (0, last)
     ]
     frames = [_framed(_span(mark, bounds[i], bounds[j]), ink) for i, j in spans]
-    scores = np.log(np.maximum(judge(np.stack(frames)), 1e-6))
+    if not frames:
+        return [mark]
+    spans.append((0, last))  # the whole mark, judged above
+    scores = np.log(np.maximum(np.append(judge(np.stack(frames)), whole), 1e-6))
     best: dict[int, tuple[float, int]] = {0: (0.0, 0)}  # bound -> (best total, previous bound)
     for (i, j), score in sorted(zip(spans, scores, strict=True)):
         if i in best and (j not in best or best[i][0] + score > best[j][0]):

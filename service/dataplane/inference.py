@@ -88,10 +88,12 @@ class InferenceAnswer:
     digit_scores: np.ndarray | None = None
     digit_threshold: float = 0.0
 
-    def looks_like_digit(self, row: int) -> bool | None:
+    @property
+    def looks_like_digits(self) -> np.ndarray | None:
+        """bool (M,): which rows the digit check did not flag; None without one."""
         if self.digit_scores is None:
             return None
-        return bool(self.digit_scores[row] >= self.digit_threshold)
+        return self.digit_scores >= self.digit_threshold
 
     def digits_seen(self) -> np.ndarray:
         """The model input as uint8 digits: exactly those it was scaled from, when it was

@@ -240,8 +240,8 @@ def output_tensors(
         PROBABILITIES: Tensor(PROBABILITIES, "FP32", [count, 10], result.probabilities),
         DIGIT: Tensor(DIGIT, "INT64", [count], result.digits.astype(np.int64)),
     }
-    if answer.digit_scores is not None:
-        flags = answer.digit_scores >= answer.digit_threshold
+    flags = answer.looks_like_digits
+    if flags is not None and answer.digit_scores is not None:
         available[LOOKS_LIKE_DIGIT] = Tensor(LOOKS_LIKE_DIGIT, "BOOL", [count], flags)
         available[DIGIT_SCORE] = Tensor(DIGIT_SCORE, "FP32", [count], answer.digit_scores)
     if unavailable := [

@@ -192,8 +192,9 @@ def _variant_answer(
 
 def add_digit_check(entry: dict[str, Any], answer: InferenceAnswer, row: int) -> None:
     """The digit check's verdict on one row of the answer, where the server has the check."""
-    if answer.digit_scores is not None:
-        entry["looks_like_digit"] = answer.looks_like_digit(row)
+    flags = answer.looks_like_digits
+    if flags is not None and answer.digit_scores is not None:
+        entry["looks_like_digit"] = bool(flags[row])
         entry["digit_score"] = answer.digit_scores[row]
 
 
