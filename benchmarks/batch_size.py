@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from devtools import REPO_ROOT
+from devtools.committed import committed_models
 from mnist_shared.manifest import Manifest, latest_version
 from service.runtime.backends import OnnxBackend
 from service.settings import Settings
@@ -52,7 +52,7 @@ def per_image_us(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", default="group")
-    parser.add_argument("--models-dir", type=Path, default=REPO_ROOT / "models")
+    parser.add_argument("--models-dir", type=Path, default=committed_models())
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     variant_dir = args.models_dir / args.variant

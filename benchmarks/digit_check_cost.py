@@ -19,7 +19,7 @@ from pathlib import Path
 
 from benchmarks.harness import wrk_missing
 from benchmarks.http_load import WRK_SCRIPT, Load, run_wrk, start_server
-from devtools import REPO_ROOT
+from devtools.committed import committed_models
 from devtools.payloads import sample_png
 from devtools.servers import free_port
 
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     (tmp / "digit.png").write_bytes(sample_png(args.data_dir))
     load = Load("/predict?variant=group", tmp / "digit.png", "image/png")
     servers = {
-        label: (port := free_port(), start_server(port, 0, REPO_ROOT / "models", **env))
+        label: (port := free_port(), start_server(port, 0, committed_models(), **env))
         for label, env in (
             ("with the check", {"MNIST_DIGIT_CHECK": "true"}),
             ("without", {"MNIST_DIGIT_CHECK": "false"}),

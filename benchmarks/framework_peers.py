@@ -32,6 +32,7 @@ from benchmarks.http_load import WRK_SCRIPT, Load, run_wrk, start_server, v2_bin
 from benchmarks.inference_ceiling import ceiling, tree_rss_mb
 from benchmarks.peers import PNG, Peer, missing_venvs, start_all
 from devtools import REPO_ROOT
+from devtools.committed import committed_models
 from devtools.payloads import multipart, sample_png
 from devtools.servers import free_port
 from mnist_shared.manifest import Manifest, latest_version
@@ -169,7 +170,7 @@ def main() -> int:
         print(f"error: no venv for {', '.join(missing)} under {args.venvs}: "
               f"python -m benchmarks.peers --install {args.venvs}", file=sys.stderr)  # fmt: skip
         return 2
-    version_dir = REPO_ROOT / "models" / "group" / str(latest_version(REPO_ROOT / "models/group"))
+    version_dir = committed_models() / "group" / str(latest_version(committed_models() / "group"))
     files = Manifest.read(version_dir).precision_files()
     ceilings = {p: ceiling(version_dir / f) for p, f in files.items()}
     print("inference-only ceiling (images/s, batch 8, a process per core):", ceilings, flush=True)
@@ -179,7 +180,7 @@ def main() -> int:
         png = sample_png(args.data_dir)
         default, fp32 = service_loads(tmp, png, ""), service_loads(tmp, png, "fp32")
         service_port = free_port()
-        service = start_server(service_port, free_port(), REPO_ROOT / "models")
+        service = start_server(service_port, free_port(), committed_models())
         peers = start_all(args.venvs, version_dir / files["fp32"])
         try:
             print("\nidle RSS (MB, every process of the server):")

@@ -38,8 +38,9 @@ import httpx
 from PIL import Image
 
 from benchmarks.harness import wrk_missing
-from devtools import REPO_ROOT
+from devtools.committed import committed_models
 from devtools.payloads import multipart, progressive_jpeg, sample_png
+from devtools.pictures.hostile import dot_grid, many_small_digits, strip_bomb_tiff, tile_bomb_tiff
 from devtools.servers import cpu_seconds, free_port, rss_mb, settled_cpu, start_service
 
 # CPU: a request at the pixel limits (three 16-megapixel pictures) costs about a second.
@@ -89,6 +90,7 @@ def attacks() -> dict[str, tuple[list[Request], int, int]]:
         noise, "PNG", compress_level=0
     )
     pixels = json.dumps({"pixels": [[[300] * 28] * 28] * 64}).encode()
+    tiff, read_png = {"content-type": "image/tiff"}, {"content-type": "image/png"}
     return {
         "500-scan progressive JPEG, 4000x4000 (74 KB)": (
             [("/predict", jpeg, progressive_jpeg(4000, 500))], 1, PACE_MS),
@@ -106,6 +108,14 @@ def attacks() -> dict[str, tuple[list[Request], int, int]]:
             [("/predict", {"content-type": "image/png"}, noise.getvalue()[:3_800_000])], 4, PACE_MS),
         "2 MB JSON pixels answered 400 (4 clients)": (
             [("/predict", png, pixels + b" " * (2_000_000 - len(pixels)))], 4, PACE_MS),
+        "/read of 11,449 dots, 320x320 (141 B)": (
+            [("/read", read_png, dot_grid(320, 3))], 1, PACE_MS),
+        "/read of 2-px dots, 120x120 (95 B)": (
+            [("/read", read_png, dot_grid(120, 3, dot=2))], 1, PACE_MS),
+        "/read of 200 small rings, 320x320": (
+            [("/read", read_png, many_small_digits(320, 16))], 1, PACE_MS),
+        "TIFF of 1M 4x4 tiles (8 MB)": ([("/predict", tiff, tile_bomb_tiff())], 1, PACE_MS),
+        "TIFF of 1M one-row strips (8 MB)": ([("/predict", tiff, strip_bomb_tiff())], 1, PACE_MS),
     }  # fmt: skip
 
 
@@ -139,7 +149,8 @@ def wrk_latency(process: subprocess.Popen) -> tuple[float, float]:
         return float(number) * unit[suffix]
 
     maximum = ms(re.search(r"Latency\s+\S+\s+\S+\s+(\S+)", output).group(1))
-    return ms(re.search(r"99%\s+(\S+)", output).group(1)), maximum
+    # The distribution's line, not a "+/- Stdev" column that happens to end in 99%.
+    return ms(re.search(r"^\s+99%\s+(\S+)", output, re.MULTILINE).group(1)), maximum
 
 
 def under_attack(target: Target, attack: Callable[[], object]) -> dict[str, float]:
@@ -209,7 +220,7 @@ def main() -> int:
     if wrk_missing():
         return 2
     port, misses = free_port(), []
-    server = start_service(port, REPO_ROOT / "models")
+    server = start_service(port, committed_models())
     try:
         with tempfile.TemporaryDirectory() as scratch:
             target = Target(port, server.pid, args.duration, Path(scratch))

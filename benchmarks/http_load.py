@@ -33,6 +33,7 @@ from pathlib import Path
 
 from benchmarks.harness import wrk_missing
 from devtools import REPO_ROOT
+from devtools.committed import committed_models
 from devtools.payloads import sample_png
 from devtools.servers import free_port, wait_for
 from service.runtime.cpus import available_cpus
@@ -302,7 +303,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds, best kept")
-    parser.add_argument("--models-dir", type=Path, default=REPO_ROOT / "models")
+    parser.add_argument("--models-dir", type=Path, default=committed_models())
     parser.add_argument("--peer", type=Path, default=DEFAULT_PEER, help="naive_peer.py")
     parser.add_argument(
         "--workers", type=int, default=0, help="the service's uvicorn workers; 0: its default"

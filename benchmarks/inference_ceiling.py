@@ -16,7 +16,7 @@ import re
 import time
 from pathlib import Path
 
-from devtools import REPO_ROOT
+from devtools.committed import committed_models
 from service.runtime.cpus import available_cpus
 from service.settings import Settings
 
@@ -80,7 +80,7 @@ def main() -> int:
     print("|---|---|---|")
     for variant in ("group", "instance", "layer"):
         version_dir = (
-            REPO_ROOT / "models" / variant / str(latest_version(REPO_ROOT / "models" / variant))
+            committed_models() / variant / str(latest_version(committed_models() / variant))
         )
         for precision, file in Manifest.read(version_dir).precision_files().items():
             rate = ceiling(version_dir / file, seconds=args.seconds)

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from devtools import REPO_ROOT
+from devtools.committed import committed_models
 from devtools.pictures.kinds import KINDS
 from devtools.pictures.non_digits import framed_non_digits
 from devtools.realworld_set import framed_pictures
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.not_a_digit", description=__doc__)
     parser.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR"))
-    parser.add_argument("--check-dir", type=Path, default=REPO_ROOT / "models" / CHECK_DIR_NAME)
+    parser.add_argument("--check-dir", type=Path, default=committed_models() / CHECK_DIR_NAME)
     parser.add_argument("--realworld-set", default=str(REPO_ROOT / "runs/realworld.npz"))
     parser.add_argument("--per-kind", type=int, default=40, help="without a realworld set")
     parser.add_argument("--non-digits", type=int, default=800)

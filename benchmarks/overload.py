@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.harness import WRK_MIXED, WRK_POLITE, run_wrk_mixed, write_requests, wrk_missing
-from devtools import REPO_ROOT
+from devtools.committed import committed_models
 from devtools.payloads import multipart, sample_png
 from devtools.servers import cpu_seconds, free_port, start_service
 
@@ -130,7 +130,7 @@ def report(shed: dict, heavy: dict) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=15, help="seconds per wrk run")
-    parser.add_argument("--models-dir", type=Path, default=REPO_ROOT / "models")
+    parser.add_argument("--models-dir", type=Path, default=committed_models())
     parser.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR"))
     args = parser.parse_args()
     if wrk_missing():

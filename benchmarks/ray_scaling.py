@@ -24,6 +24,7 @@ import yaml
 
 from benchmarks.harness import WRK_MIXED, run_wrk_mixed, write_requests, wrk_missing
 from devtools import REPO_ROOT
+from devtools.committed import committed_models
 from devtools.payloads import sample_png
 from devtools.servers import free_port, start_service
 
@@ -77,7 +78,7 @@ def main() -> int:
     parser.add_argument("--ray-venv", type=Path, default=REPO_ROOT / ".venv-ray")
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--models-dir", type=Path, default=REPO_ROOT / "models")
+    parser.add_argument("--models-dir", type=Path, default=committed_models())
     parser.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR"))
     args = parser.parse_args()
     if wrk_missing():

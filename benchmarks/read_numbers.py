@@ -27,7 +27,7 @@ import numpy as np
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from devtools import REPO_ROOT
+from devtools.committed import committed_models
 from devtools.pictures.numbers import CONDITIONS, SPACINGS, layout, sample_numbers
 from devtools.pictures.scene import encode
 
@@ -98,9 +98,7 @@ def main() -> int:
     # then as served (the check judging the cuts); the targets apply to the second.
     for checked in (False, True):
         print(f"\n## {'with' if checked else 'without'} the digit check", flush=True)
-        settings = Settings(
-            models_dir=REPO_ROOT / "models", variants=["group"], digit_check=checked
-        )
+        settings = Settings(models_dir=committed_models(), variants=["group"], digit_check=checked)
         with TestClient(create_app(settings)) as client:
             while client.get("/health/ready").status_code != 200:
                 time.sleep(0.05)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
-from devtools import REPO_ROOT
+from devtools.committed import committed_models
 from devtools.pictures.kinds import KINDS, Picture, sample
 
 TARGET = 0.97
@@ -169,7 +169,7 @@ def main() -> int:
     from training.data import load_idx_directory
 
     data = load_idx_directory(args.data_dir)
-    settings = Settings(models_dir=REPO_ROOT / "models", max_upload_bytes=64 * 1024 * 1024)
+    settings = Settings(models_dir=committed_models(), max_upload_bytes=64 * 1024 * 1024)
     with TestClient(create_app(settings)) as client:
         while client.get("/health/ready").status_code != 200:
             time.sleep(0.05)

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.harness import WRK_MIXED, run_wrk_mixed, write_requests, wrk_missing
-from devtools import REPO_ROOT
+from devtools.committed import committed_models
 from devtools.payloads import multipart
 from devtools.servers import free_port, rss_mb, start_service
 
@@ -155,7 +155,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=50_000)
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--models-dir", type=Path, default=REPO_ROOT / "models")
+    parser.add_argument("--models-dir", type=Path, default=committed_models())
     parser.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR"))
     args = parser.parse_args()
     if wrk_missing():

@@ -259,35 +259,35 @@ def _keep_the_digit(ink: np.ndarray) -> np.ndarray:
 
 
 def _keep_the_marks(ink: np.ndarray) -> np.ndarray:
-    """The ink of every mark but lines crossing the picture and strips along an edge."""
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(
+    """The ink of every mark but lines crossing the picture and strips along an edge (every
+    blob judged at once: a pattern of dots holds thousands)."""
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(
         (ink > BLOB_LEVEL).astype(np.uint8), connectivity=8
     )
-    keep = np.zeros(count, bool)
-    for label in range(1, count):
-        keep[label] = not (
-            _is_line(stats[label], ink.shape) or _hugs_an_edge(stats[label], ink.shape)
-        )
+    blobs = stats.T.astype(np.int64)  # rows: left, top, width, height, area
+    keep = ~(_is_line(blobs, ink.shape) | _hugs_an_edge(blobs, ink.shape))
+    keep[0] = False  # the background
     if not keep.any():
         raise NoDigitFound(NO_DIGIT)
     return np.where(keep[labels], ink, 0).astype(np.float32)
 
 
-def _hugs_an_edge(stat: np.ndarray, shape: tuple[int, ...]) -> bool:
-    """A blob along a whole edge (a desk's or shadow's strip the closing bridged)."""
-    left, top, width, height, _ = stat
+def _hugs_an_edge(stat: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A blob along a whole edge (a desk's or shadow's strip the closing bridged); `stat` is
+    one blob's statistics or a column of them per blob (as are the answers)."""
+    left, top, width, height = stat[:4]
     along_row, along_column = width >= EDGE_SPAN * shape[1], height >= EDGE_SPAN * shape[0]
-    on_row = top == 0 or top + height == shape[0]
-    on_column = left == 0 or left + width == shape[1]
-    return (along_row and on_row) or (along_column and on_column)
+    on_row = (top == 0) | (top + height == shape[0])
+    on_column = (left == 0) | (left + width == shape[1])
+    return (along_row & on_row) | (along_column & on_column)
 
 
-def _is_line(stat: np.ndarray, shape: tuple[int, ...]) -> bool:
+def _is_line(stat: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """A thin blob crossing (nearly) the whole picture: a rule line, a fold, a sheet's edge."""
-    _, _, width, height, area = stat
-    length = max(width / shape[1], height / shape[0])
-    thickness = area / max(width, height) / min(shape)
-    return length >= LINE_SPAN and thickness < LINE_THICKNESS
+    width, height, area = stat[2:5]
+    length = np.maximum(width / shape[1], height / shape[0])
+    thickness = area / np.maximum(width, height) / min(shape)
+    return (length >= LINE_SPAN) & (thickness < LINE_THICKNESS)
 
 
 def _near(part: np.ndarray, main: np.ndarray) -> bool:

@@ -32,6 +32,7 @@ from service.dataplane.dataplane import DataPlane
 from service.draining import Arrivals, drain_on_sigterm
 from service.errors import ServiceError
 from service.loop_lag import watch_loop_lag
+from service.memory import return_large_blocks
 from service.metrics import MULTIPROCESS_DIR, Metrics
 from service.repository.handlers import RepositoryHandlers
 from service.repository.registry import ModelRegistry
@@ -102,6 +103,7 @@ async def _lifespan(
     app: FastAPI, *, settings: Settings, metrics: Metrics, load_models: bool
 ) -> AsyncIterator[None]:
     """Everything the app runs, built at start and closed at the end, nothing at import."""
+    return_large_blocks()
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
     in_flight = _in_flight(settings)
     registry = ModelRegistry(settings, metrics, executor, in_flight)
@@ -110,15 +112,20 @@ async def _lifespan(
     app.state.dataplane = DataPlane(settings, registry, metrics, in_flight, digit_check)
     app.state.repository = RepositoryHandlers(registry)
     loader = await _start_loading(registry, settings) if load_models else None
-    drain_on_sigterm(app.state.dataplane, app.state.arrivals, settings.shutdown_grace_s)
     grpc_server = await _start_grpc(app.state.dataplane, settings)
+    drain_on_sigterm(
+        app.state.dataplane,
+        app.state.arrivals,
+        settings.shutdown_grace_s,
+        also_stop=grpc_server.stop if grpc_server is not None else None,
+    )
     lag_watch = asyncio.create_task(watch_loop_lag(metrics.loop_lag.observe))
     try:
         yield
     finally:
         lag_watch.cancel()
-        if grpc_server is not None:
-            await grpc_server.stop(grace_s=5)
+        if grpc_server is not None:  # after SIGTERM: stopping since the signal, within its grace
+            await grpc_server.stop(grace_s=settings.shutdown_grace_s)
         if loader is not None:
             loader.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -6,6 +6,8 @@ one whose request has reached the socket but not been read yet. So before handin
 the worker keeps accepting and reading until requests stop arriving for `QUIET_S` (bounded by
 a share of the grace): what clients sent before the signal is then in progress, and uvicorn
 waits for it. Readiness turns 503 at the signal, so load balancers stop sending new work.
+What else serves requests (the gRPC server) starts its own graceful stop at the signal too,
+with the same grace, so that the whole shutdown fits in it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import FrameType
 
 from service.dataplane.dataplane import DataPlane
@@ -36,13 +38,20 @@ class Arrivals:
         self.count = 0
 
 
-def drain_on_sigterm(dataplane: DataPlane, arrivals: Arrivals, grace_s: float) -> None:
-    """Chain a SIGTERM handler in front of uvicorn's (see the module's docstring). Only in the
-    main thread: where signals are delivered."""
+def drain_on_sigterm(
+    dataplane: DataPlane,
+    arrivals: Arrivals,
+    grace_s: float,
+    also_stop: Callable[[float], Awaitable[None]] | None = None,
+) -> None:
+    """Chain a SIGTERM handler in front of uvicorn's (see the module's docstring); at the
+    signal, `also_stop(grace_s)` starts too. Only in the main thread: where signals are
+    delivered."""
     if threading.current_thread() is not threading.main_thread():
         return
     previous = signal.getsignal(signal.SIGTERM)
     loop = asyncio.get_running_loop()
+    background: set[asyncio.Task[None]] = set()  # held until done (the loop holds weak refs)
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
         if dataplane.draining:  # a second SIGTERM: shut down now
@@ -50,6 +59,10 @@ def drain_on_sigterm(dataplane: DataPlane, arrivals: Arrivals, grace_s: float) -
             return
         dataplane.draining = True
         logger.info("SIGTERM: not ready any more; finishing the accepted requests")
+        if also_stop is not None:
+            stopping = loop.create_task(also_stop(grace_s))
+            background.add(stopping)
+            stopping.add_done_callback(background.discard)
         wait = _until_quiet(arrivals, MOST_OF_GRACE * grace_s)
         task = loop.create_task(wait)
         task.add_done_callback(lambda _: _hand_on(previous, signum))

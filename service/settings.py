@@ -127,6 +127,14 @@ class Settings(BaseSettings):
         description="Most pixels (width x height, as declared) all images of one request may "
         "hold together; checked before each is decoded (else 413).",
     )
+    max_digits_per_request: int = Field(
+        256,
+        ge=1,
+        description="Most digits `/read` (and the Open Inference Protocol's number outputs) "
+        "reads from all the pictures of one request together; a picture past it is answered "
+        "with an error in its place (422 when no picture is left). Segmentation's cost grows "
+        "with the digits it cuts apart.",
+    )
     max_queued_images: int = Field(
         256,
         ge=1,

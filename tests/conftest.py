@@ -15,7 +15,8 @@ os.environ.setdefault("MNIST_GRPC_PORT", "0")
 # Servers started by tests run one worker unless a test asks for more (tests/system/test_workers.py).
 os.environ.setdefault("MNIST_WORKERS", "1")
 
-from devtools import REPO_ROOT
+from devtools import REPO_ROOT  # noqa: F401 (tests import it from here)
+from devtools.committed import committed_models
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +43,7 @@ def server():
     tests that need a real socket: browsers, stock protocol clients, curl."""
     from devtools.servers import Server
 
-    running = Server(REPO_ROOT / "models")
+    running = Server(committed_models())
     try:
         running.wait_loaded()
         yield running
@@ -64,7 +65,7 @@ def app_client():
     with contextlib.ExitStack() as clients:
 
         def build(*, raises: bool = True, **settings: object) -> TestClient:
-            values = {"models_dir": REPO_ROOT / "models", **settings}
+            values = {"models_dir": committed_models(), **settings}
             app = create_app(Settings(**values))  # type: ignore[arg-type]
             client = clients.enter_context(TestClient(app, raise_server_exceptions=raises))
             wait_ready(client)

@@ -3,7 +3,8 @@
 Under overload an unbounded queue makes every client slower; with the bound, the requests that
 would wait too long are answered at once with 503 and a `Retry-After` estimated from how fast
 the queue drains, which is what load balancers and clients retry on (as Triton, Ray Serve and
-BentoML do). One image counts once per variant it goes through (`variant=all` counts three).
+BentoML do). One image counts once per variant it goes through (`variant=all` counts three),
+and a picture read as a number counts once per digit found in it, once they are found.
 """
 
 from __future__ import annotations
@@ -39,6 +40,15 @@ class Admission:
             raise self.overloaded()
         self.queued += images
 
+    def grow(self, images: int, held: int) -> None:
+        """`images` more for a request already holding `held` (reading numbers finds more
+        digits than pictures); Overloaded past the bound, unless that request is alone."""
+        if images <= 0:
+            return
+        if self.queued > held and self.queued + images > self.max_queued_images:
+            raise self.overloaded()
+        self.queued += images
+
     def release(self, images: int) -> None:
         self.queued -= images
         now = time.monotonic()
@@ -61,3 +71,16 @@ class Admission:
             f"MNIST_MAX_QUEUED_IMAGES={self.max_queued_images}); retry in {retry} s.",
             retry_after_s=retry,
         )
+
+
+class Admitted:
+    """One request's share of the bound, from admission to its answer."""
+
+    def __init__(self, admission: Admission, images: int) -> None:
+        admission.admit(images)
+        self._admission, self.images = admission, images
+
+    def grow(self, images: int) -> None:
+        """`images` more (reading numbers found more digits than pictures)."""
+        self._admission.grow(images, held=self.images)
+        self.images += max(images, 0)

@@ -20,7 +20,7 @@ import numpy as np
 
 from mnist_shared.preprocessing import scale_pixels
 from service import __version__
-from service.dataplane.admission import Admission
+from service.dataplane.admission import Admission, Admitted
 from service.dataplane.decode_work import decode_files
 from service.dataplane.decoding import ImagePayload, Limits
 from service.dataplane.digit_verdicts import DigitVerdicts
@@ -171,8 +171,10 @@ class DataPlane:
             variants = self._chosen_variants(request, version)
             payload = await request.read_images(self._limits)
             precision = self._chosen_precision(request.precision(), backend, variants, version)
-            async with self._admitted(payload.count * len(variants)), request.watch_client():
+            admitted = self._admitted(payload.count * len(variants))
+            async with admitted as admission, request.watch_client():
                 decoded = await self._model_input(payload, request.whole)
+                admission.grow((len(decoded.images) - payload.count) * len(variants))
                 decoded, scores = await self.digit_verdicts.verdicts(
                     decoded, request.strict, request.whole
                 )
@@ -251,15 +253,15 @@ class DataPlane:
         ]
 
     @asynccontextmanager
-    async def _admitted(self, image_inferences: int) -> AsyncIterator[None]:
+    async def _admitted(self, image_inferences: int) -> AsyncIterator[Admitted]:
         """Room for `image_inferences` (images x variants) in the bounded queue until the
         answer, or Overloaded (503 with Retry-After) at once. Taken before decoding, so that a
-        shed request costs no decoding."""
-        self._admission.admit(image_inferences)
+        shed request costs no decoding; grown by the digits a number's picture holds."""
+        admitted = Admitted(self._admission, image_inferences)
         try:
-            yield
+            yield admitted
         finally:
-            self._admission.release(image_inferences)
+            self._admission.release(admitted.images)
 
     @property
     def at_capacity(self) -> bool:

@@ -1,12 +1,18 @@
 """Where a request's decoding runs: on the event loop while it is cheap, else in a thread
-that a cancelled request stops.
+that a cancelled request stops, taking turns with other requests a picture at a time.
 
 The event loop serves every connection, probe and gRPC call of the worker, so it only takes
 work that costs a few milliseconds at most, judged by what the pictures declare (their pixels),
 never by their encoded size: 2 KB of lossless WebP can declare 16 megapixels. The rest runs in
-a thread. A request cancelled meanwhile (its deadline passed, its client left) stops that
-thread before its next picture and stays admitted until it has stopped, so that the admission
-bound keeps counting the CPU it really uses.
+a thread: reading numbers (`/read`: segmentation, the digit check's cuts) in one, everything
+else (one digit a picture, large JSON) in another, so that a slow reading never holds up a
+`/predict`. A request hands its thread one picture at a time and waits for it before handing
+the next: with every waiting request holding one step in the thread's first-in-first-out
+queue, requests take turns picture by picture, and a request of 64 pictures delays another
+by one picture, not 64. A request cancelled meanwhile (its deadline passed, its client left)
+sets its stop signal, which the work checks between pictures and inside segmentation's
+loops, and stays admitted until the thread has stopped, so that the admission bound keeps
+counting the CPU it really uses.
 """
 
 from __future__ import annotations
@@ -23,9 +29,9 @@ from mnist_shared.preprocessing import IMAGE_SIZE
 from mnist_shared.segmentation import Judge
 from service.dataplane.decoding import (
     DecodedImages,
+    Decoding,
     Limits,
     OpenedImage,
-    decode_opened,
     open_images,
 )
 
@@ -38,11 +44,14 @@ PICTURE_COST = 64
 INLINE_PIXELS = 320 * 320
 # Other work (JSON) judged by its bytes: parsing 256 KB takes about 1 ms.
 INLINE_BYTES = 256 * 1024
-# One thread a worker: decoders and JSON parsers hold the GIL, which the event loop needs, in
-# stretches of up to 30 ms; several threads in turn held it for 110 ms (4 clients posting 3.8
-# MB of JSON). One keeps the loop's wait to one stretch, and one large picture's memory at a
-# time (the service's parallelism is its worker processes). Threads start on first use.
-_DECODING_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decoding")
+# One thread for each kind of work a worker decodes: decoders and JSON parsers hold the GIL,
+# which the event loop needs, in stretches of up to 30 ms; several threads of one kind held it
+# for 110 ms (4 clients posting 3.8 MB of JSON). One a kind keeps the loop's wait short and
+# one large picture's memory at a time per kind (the service's parallelism is its worker
+# processes); two kinds keep `/read`'s segmentation from queueing ahead of `/predict`'s
+# pictures. Threads start on first use.
+_PICTURE_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decoding")
+_NUMBER_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reading-numbers")
 
 
 async def decode_files(
@@ -56,23 +65,32 @@ async def decode_files(
     fraction of a millisecond), their pixels decoded where their declared size says; large
     files are read wholly in a thread (walking a JPEG's scans costs about 1 ms a megabyte).
     `judge`: the digit check, telling touching digits apart when reading numbers."""
+    thread = _NUMBER_THREAD if numbers else _PICTURE_THREAD
+    decoding, first = Decoding(limits, numbers, judge), 0
     if sum(len(data) for _, data in files) > INLINE_BYTES:
-        return await in_stoppable_thread(_open_and_decode, files, limits, numbers, judge)
+        opened = await in_stoppable_thread(
+            _open_and_decode_first, files, limits, decoding, thread=thread
+        )
+        first = 1
+    else:
+        opened = open_images(files, limits)
+        if _inline_cost(opened, numbers) <= INLINE_COST:
+            for index, picture in enumerate(opened):
+                decoding.step(index, picture)
+            return decoding.result()
+    for index in range(first, len(opened)):
+        await in_stoppable_thread(decoding.step, index, opened[index], thread=thread)
+    return decoding.result()
+
+
+def _open_and_decode_first(
+    files: list[tuple[str, bytes]], limits: Limits, decoding: Decoding, stop: Event
+) -> list[OpenedImage]:
+    """Every picture's header read (the request's pixels counted before any is decoded), then
+    the first picture decoded: one hop for the common large body of one picture."""
     opened = open_images(files, limits)
-    if _inline_cost(opened, numbers) <= INLINE_COST:
-        return decode_opened(opened, numbers=numbers, judge=judge)
-    decode = functools.partial(decode_opened, numbers=numbers, judge=judge)
-    return await in_stoppable_thread(decode, opened)
-
-
-def _open_and_decode(
-    files: list[tuple[str, bytes]],
-    limits: Limits,
-    numbers: bool,
-    judge: Judge | None,
-    stop: Event,
-) -> DecodedImages:
-    return decode_opened(open_images(files, limits), stop, numbers, judge)
+    decoding.step(0, opened[0], stop)
+    return opened
 
 
 def _inline_cost(opened: list[OpenedImage], numbers: bool = False) -> int:
@@ -97,9 +115,11 @@ async def by_size(function: Callable[..., T], payload: bytes, *args: object) -> 
     return await in_stoppable_thread(_ignoring_stop(function), payload, *args)
 
 
-async def in_stoppable_thread(work: Callable[..., T], *args: object) -> T:
-    """`work(*args, stop=event)` in a thread. If the awaiting task is cancelled, `event` is
-    set and the cancellation waits for `work` to return (it checks `stop` between steps).
+async def in_stoppable_thread(
+    work: Callable[..., T], *args: object, thread: ThreadPoolExecutor = _PICTURE_THREAD
+) -> T:
+    """`work(*args, stop=event)` in `thread`. If the awaiting task is cancelled, `event` is
+    set and the cancellation waits for `work` to return (it checks `stop` in its loops).
 
     The result or error crosses back as a value, and the error is raised here without the
     thread's frames: an exception stored in a future and raised from it forms a reference
@@ -107,7 +127,7 @@ async def in_stoppable_thread(work: Callable[..., T], *args: object) -> T:
     body until a full garbage collection, 30 MB a failed request for a large body."""
     stop = Event()
     future = asyncio.get_running_loop().run_in_executor(
-        _DECODING_THREAD, functools.partial(_outcome, work, *args, stop=stop)
+        thread, functools.partial(_outcome, work, *args, stop=stop)
     )
     try:
         result, error = await asyncio.shield(future)

@@ -24,12 +24,13 @@ from PIL import (  # the plugins Pillow would load only on a first unknown file
     UnidentifiedImageError,
 )
 
+from mnist_shared.marks import TooManyMarks, WorkStopped
 from mnist_shared.preprocessing import (
     NoDigitFound,
     reduce_for_digit,
     to_mnist_digit,
 )
-from mnist_shared.segmentation import FoundDigit, Judge, find_digits, upright_size
+from mnist_shared.segmentation import MAX_DIGITS, FoundDigit, Judge, find_digits, upright_size
 from service.dataplane.image_structure import check_structure
 from service.errors import BadRequest, NoDigit, PayloadTooLarge
 
@@ -49,6 +50,7 @@ class Limits:
     max_images: int
     max_image_pixels: int
     max_request_pixels: int
+    max_digits: int = MAX_DIGITS  # digits read from all the pictures of a request, as numbers
 
     @classmethod
     def of(cls, settings: Settings) -> Limits:
@@ -56,6 +58,7 @@ class Limits:
             settings.max_images_per_request,
             settings.max_image_pixels,
             settings.max_request_pixels,
+            settings.max_digits_per_request,
         )
 
 
@@ -143,7 +146,10 @@ def decode_images(
     digit is a failure of its own; NoDigit only when no picture has one. With `numbers`, every
     digit of each picture is found (`segmentation`, touching digits told apart by `judge`, the
     digit check, where there is one), not one a picture."""
-    return decode_opened(open_images(payloads, limits), numbers=numbers, judge=judge)
+    decoding = Decoding(limits, numbers, judge)
+    for index, opened in enumerate(open_images(payloads, limits)):
+        decoding.step(index, opened)
+    return decoding.result()
 
 
 def open_images(payloads: list[tuple[str, bytes]], limits: Limits) -> list[OpenedImage]:
@@ -153,36 +159,41 @@ def open_images(payloads: list[tuple[str, bytes]], limits: Limits) -> list[Opene
     return [(label, check(data, label)) for label, data in payloads]
 
 
-class DecodingStopped(Exception):
-    """The request that wanted these pictures was cancelled (timed out or disconnected)."""
+class Decoding:
+    """One request's pictures decoded and framed one at a time (with `numbers`, each read as
+    a number within what is left of the request's MNIST_MAX_DIGITS_PER_REQUEST): each `step`
+    a picture, so that the steps of several requests can take turns on one thread."""
 
+    def __init__(self, limits: Limits, numbers: bool = False, judge: Judge | None = None) -> None:
+        self._numbers, self._judge, self._digits_left = numbers, judge, limits.max_digits
+        self._digits: list[np.ndarray] = []
+        self._failures: dict[int, str] = {}
+        self._found: list[list[FoundDigit]] = []
 
-def decode_opened(
-    opened: list[OpenedImage],
-    stop: Event | None = None,
-    numbers: bool = False,
-    judge: Judge | None = None,
-) -> DecodedImages:
-    """The opened images decoded and framed, one after the other (with `numbers`, each read
-    as a number); with `stop`, checked before each, so that a cancelled request's work ends
-    within one picture."""
-    digits, failures, found = [], {}, []
-    for index, (label, image) in enumerate(opened):
-        if stop is not None and stop.is_set():
-            raise DecodingStopped(label)
+    def step(self, index: int, opened: OpenedImage, stop: Event | None = None) -> None:
+        """Picture `index` decoded (`stop` checked before and, reading a number, inside)."""
+        label, image = opened
+        if stop is not None and stop.is_set():  # the request timed out or its client left
+            raise WorkStopped(label)
         try:
-            if numbers:
-                found.append(_read_number(image, label, judge))
-                digits += [digit.digit for digit in found[-1]]
+            if self._numbers:
+                found = _read_number(image, label, self._judge, stop, self._digits_left)
+                self._found.append(found)
+                self._digits += [digit.digit for digit in found]
+                self._digits_left -= len(found)
             else:
-                digits.append(_decode(image, label))
+                self._digits.append(_decode(image, label))
         except NoDigit as error:
-            failures[index] = str(error)
-    if not digits:
-        raise NoDigit(failures[0])
-    # One digit is the common case: without np.stack's overhead.
-    stacked = digits[0][None] if len(digits) == 1 else np.stack(digits)
-    return DecodedImages(stacked, failures, found if numbers else None)
+            self._failures[index] = str(error)
+
+    def result(self) -> DecodedImages:
+        """What the steps decoded; NoDigit when no picture was readable."""
+        if not self._digits:
+            raise NoDigit(self._failures[0])
+        digits = self._digits
+        # One digit is the common case: without np.stack's overhead.
+        stacked = digits[0][None] if len(digits) == 1 else np.stack(digits)
+        return DecodedImages(stacked, self._failures, self._found if self._numbers else None)
 
 
 def _open(data: bytes, limits: Limits, label: str) -> Image.Image:
@@ -216,14 +227,16 @@ def _decode(image: Image.Image, label: str) -> np.ndarray:
         raise NoDigit(f"{label}: {error}") from None
 
 
-def _read_number(image: Image.Image, label: str, judge: Judge | None) -> list[FoundDigit]:
+def _read_number(
+    image: Image.Image, label: str, judge: Judge | None, stop: Event | None, max_digits: int
+) -> list[FoundDigit]:
     with _decoding_errors(label):
         image.seek(0)
         size = upright_size(image)
         image = reduce_for_digit(image)
     try:
-        return find_digits(image, size, judge)
-    except NoDigitFound as error:
+        return find_digits(image, size, judge, stop, max_digits)
+    except (NoDigitFound, TooManyMarks) as error:
         raise NoDigit(f"{label}: {error}") from None
 
 

@@ -238,8 +238,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         response = pb.ModelInferResponse(
             model_name=request.model_name, model_version=str(result.version), id=request.id
         )
-        for key, value in request.parameters.items():
-            response.parameters[key].CopyFrom(value)
+        # What the service knows of the answer, not the client's parameters echoed back.
         response.parameters["precision"].string_param = result.precision
         requested = [output.name for output in request.outputs]
         for tensor in output_tensors(result, requested, answer):

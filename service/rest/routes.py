@@ -45,7 +45,7 @@ async def predict(request: Request) -> Response:
     loop's time per request. The route below only documents it, so it takes no dependencies
     (`create_app` refuses any). Query parameters are read by hand, for the same reason; they
     are documented in `schemas.PREDICT_PARAMETERS`."""
-    asked = await infer_from_query(request, strict=True)
+    asked = await infer_from_query(request, parameters=schemas.PREDICT_PARAMETER_NAMES)
     all_variants = asked.variant == ALL_VARIANTS
     return json_response(_predictions(asked.answer, asked.return_input, all_variants))
 
@@ -61,16 +61,19 @@ PayloadReader = Callable[[Request, int, int, Limits], Awaitable[ImagePayload]]
 
 
 async def infer_from_query(
-    request: Request, reader: PayloadReader = read_payload, *, strict: bool = False
+    request: Request,
+    reader: PayloadReader = read_payload,
+    *,
+    parameters: frozenset[str] = schemas.READ_PARAMETER_NAMES,
 ) -> QueryAnswer:
     """The data plane's answer to a request shaped like `/predict`'s (and `/read`'s): the
-    images in the body, read by `reader`, the choices in the query string (`strict` among
-    them where the route takes it)."""
+    images in the body, read by `reader`, the choices in the query string, which may name only
+    the route's documented `parameters` (`strict` where the route takes it)."""
     dataplane: DataPlane = request.app.state.dataplane
     settings = dataplane.settings
     query = query_parameters(request.scope["query_string"])
+    check_parameter_names(query, parameters, request.scope["path"])
     return_input = query_flag(query.get("return_input"), "return_input")
-    refuse_non_digits = strict and query_flag(query.get("strict"), "strict")
     answer = await dataplane.infer(
         InferenceRequest(
             read_images=functools.partial(
@@ -80,11 +83,22 @@ async def infer_from_query(
             version=query.get("version"),
             backend=query.get("backend"),
             precision=functools.partial(query.get, "precision"),
-            strict=refuse_non_digits,
+            strict=query_flag(query.get("strict"), "strict"),
             watch_client=functools.partial(dropped_on_disconnect, request),
         )
     )
     return QueryAnswer(answer, query.get("variant"), return_input)
+
+
+def check_parameter_names(query: dict[str, str], parameters: frozenset[str], path: str) -> None:
+    """BadRequest naming a query parameter the route does not take (a misspelt `varient`
+    would otherwise be ignored in silence), with the ones it takes."""
+    unknown = sorted(set(query) - parameters)
+    if unknown:
+        raise BadRequest(
+            f"invalid request: {path} takes no query parameter {unknown[0]!r}; it takes "
+            f"{', '.join(sorted(parameters))}."
+        )
 
 
 router.add_api_route(

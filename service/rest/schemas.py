@@ -167,6 +167,9 @@ PREDICT_PARAMETERS = [
     },
 ]
 
+READ_PARAMETER_NAMES = frozenset(parameter["name"] for parameter in READ_PARAMETERS)
+PREDICT_PARAMETER_NAMES = frozenset(parameter["name"] for parameter in PREDICT_PARAMETERS)
+
 PREDICT_REQUEST_BODIES = {
     "multipart/form-data": {
         "schema": {

@@ -97,7 +97,9 @@ async def model_infer(
     reply: dict[str, Any] = {"model_name": model, "model_version": str(result.version)}
     if inference.id is not None:
         reply["id"] = inference.id
-    reply["parameters"] = (inference.parameters or {}) | {"precision": result.precision}
+    # What the service knows of the answer, never the client's parameters echoed back (any
+    # key of any size would be copied into every answer).
+    reply["parameters"] = {"precision": result.precision}
     outputs = output_tensors(result, body.requested_outputs, answer)
     return _response(reply, outputs, body.binary_outputs)
 

@@ -52,11 +52,13 @@ def refuse_cross_site(request: Request) -> None:
     if fetch_site not in _SAME_SITE_FETCHES:
         raise Forbidden(f"{_CROSS_SITE} (Sec-Fetch-Site: {fetch_site}); call them from a script.")
     origin = headers.get("origin")
-    host = headers.get("host", "").lower()
-    if origin is not None and _netloc(origin.lower()) != host:
+    # An origin is a scheme, host and port: an https page is another origin than the http
+    # service on the same host and port.
+    here = (request.url.scheme, headers.get("host", "").lower())
+    if origin is not None and _scheme_and_netloc(origin.lower()) != here:
         raise Forbidden(
-            f"{_CROSS_SITE} (Origin: {origin}; this service: {host}); call them from a script, "
-            "which sends no Origin."
+            f"{_CROSS_SITE} (Origin: {origin}; this service: {here[0]}://{here[1]}); call "
+            "them from a script, which sends no Origin."
         )
     media_type = headers.get("content-type", "").partition(";")[0].strip().lower()
     if media_type and media_type != "application/json" and not media_type.endswith("+json"):
@@ -79,11 +81,12 @@ def require_loopback(request: Request) -> None:
         )
 
 
-def _netloc(url: str) -> str:
+def _scheme_and_netloc(url: str) -> tuple[str, str]:
     try:
-        return urlsplit(url).netloc
+        parts = urlsplit(url)
     except ValueError:  # a malformed [IPv6] part
-        return ""
+        return "", ""
+    return parts.scheme, parts.netloc
 
 
 def _hostname(host_header: str) -> str:

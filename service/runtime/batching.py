@@ -101,6 +101,16 @@ class MicroBatcher:
         if not self.enabled:
             self._on_batch(len(images))
             return await self._run_in_executor(images)
+        if len(images) <= self._max_batch_size:
+            return await self._queued(images)
+        # A request larger than a batch is queued a batch at a time, each part after the one
+        # before is answered: the requests arriving meanwhile run between its parts instead
+        # of waiting for all of it (200 digits of a /read cost 30 ms).
+        parts = range(0, len(images), self._max_batch_size)
+        answers = [await self._queued(images[i : i + self._max_batch_size]) for i in parts]
+        return np.concatenate(answers)
+
+    async def _queued(self, images: np.ndarray) -> np.ndarray:
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Pending(images, future))
         self._on_queue_change(len(images))

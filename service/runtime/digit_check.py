@@ -33,6 +33,7 @@ from mnist_shared.preprocessing import IMAGE_SIZE, scale_pixels
 logger = logging.getLogger(__name__)
 
 INLINE_IMAGES = 4  # scored on the event loop up to this many (0.1 ms each)
+EXECUTOR_PART = 16  # scored in the inference thread this many at a time (about 1.5 ms)
 
 
 class DigitCheckUnavailable(Exception):
@@ -66,9 +67,13 @@ class DigitCheck:
         if len(images) <= INLINE_IMAGES:
             return self.scores_now(images)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, functools.partial(self.scores_now, images)
-        )
+        # A part at a time, so that other requests' inference in the same thread runs between
+        # the parts of a large request instead of after all of it.
+        scores = []
+        for start in range(0, len(images), EXECUTOR_PART):
+            part = functools.partial(self.scores_now, images[start : start + EXECUTOR_PART])
+            scores.append(await loop.run_in_executor(self._executor, part))
+        return np.concatenate(scores)
 
     def describe(self) -> dict[str, Any]:
         """What GET /models says of the check."""

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from devtools.committed import committed_models
 from service.app import create_app
 from service.rest.pages import PAGE_CSP, STATIC_DIR
 from service.settings import Settings
@@ -27,7 +28,7 @@ SECURITY_HEADERS = {
 
 
 def app(load_models: bool = False, **settings: object):
-    values = {"models_dir": REPO_ROOT / "models", "model_poll_s": 0, **settings}
+    values = {"models_dir": committed_models(), "model_poll_s": 0, **settings}
     return create_app(Settings(**values), load_models=load_models)  # type: ignore[arg-type]
 
 
@@ -101,8 +102,8 @@ def test_unloading_the_default_variant_takes_readiness_down_until_it_is_loaded()
 @pytest.mark.parametrize(
     ("headers", "message"),
     [
-        ({"origin": "http://evil.example"}, "(Origin: http://evil.example; this service: "),
-        ({"origin": "null"}, "(Origin: null; this service: testserver)"),
+        ({"origin": "http://evil.example"}, "(Origin: http://evil.example; this service: http://"),
+        ({"origin": "null"}, "(Origin: null; this service: http://testserver)"),
         ({"origin": "http://testserver:8080"}, "(Origin: http://testserver:8080;"),
         ({"sec-fetch-site": "cross-site"}, "(Sec-Fetch-Site: cross-site)"),
         ({"sec-fetch-site": "same-site"}, "(Sec-Fetch-Site: same-site)"),

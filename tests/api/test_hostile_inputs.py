@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from devtools import REPO_ROOT
+from devtools.committed import committed_models
 from devtools.payloads import progressive_jpeg
 from devtools.servers import cpu_seconds, rss_mb, settled_cpu
 from service.dataplane import decode_work
@@ -248,13 +248,13 @@ def test_a_picture_declaring_many_pixels_is_decoded_off_the_event_loop(monkeypat
     Image.new("L", (4000, 4000), 255).save(buffer, "WEBP", lossless=True)
     assert len(buffer.getvalue()) < 16 * 1024
     threads = []
-    real = decode_work.decode_opened
+    real = decode_work.Decoding.step
 
     def recording(*args, **kwargs):
         threads.append(threading.current_thread())
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(decode_work, "decode_opened", recording)
+    monkeypatch.setattr(decode_work.Decoding, "step", recording)
     limits = Limits(max_images=4, max_image_pixels=16_000_000, max_request_pixels=64_000_000)
     small = _png(28, 28)
 
@@ -347,7 +347,7 @@ def test_failing_large_requests_do_not_pin_memory(server_process_rss):
 def server_process_rss():
     from devtools.servers import Server
 
-    running = Server(REPO_ROOT / "models", env={"MNIST_GRPC_PORT": "0"})
+    running = Server(committed_models(), env={"MNIST_GRPC_PORT": "0"})
     try:
         running.wait_loaded()
         yield running.url, functools.partial(rss_mb, running.process.pid)
@@ -363,7 +363,7 @@ def http_server():
     from devtools.servers import Server
 
     env = {"MNIST_GRPC_PORT": "0", "MNIST_HEADER_TIMEOUT_S": "1"}
-    running = Server(REPO_ROOT / "models", env=env)
+    running = Server(committed_models(), env=env)
     try:
         running.wait_loaded()
         yield running
@@ -416,7 +416,7 @@ def test_a_timed_out_request_stops_using_cpu(tmp_path):
     picture = progressive_jpeg(2400, MAX_JPEG_SCANS)  # the most scans allowed
     files = [("file", (f"{i}.jpg", picture, "image/jpeg")) for i in range(8)]
     env = {"MNIST_GRPC_PORT": "0", "MNIST_REQUEST_TIMEOUT_S": "0.3"}
-    running = Server(REPO_ROOT / "models", env=env)
+    running = Server(committed_models(), env=env)
     try:
         running.wait_loaded()
         pid = running.process.pid

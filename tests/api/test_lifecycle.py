@@ -24,14 +24,14 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from devtools import REPO_ROOT
+from devtools.committed import committed_models
 from devtools.servers import Server
 from mnist_shared.preprocessing import scale_pixels
 from service.app import create_app
 from service.runtime.model_loading import LoadFailed, load_version, smoke_check
 from service.settings import Settings
 
-COMMITTED = REPO_ROOT / "models"
+COMMITTED = committed_models()
 SERVED_VERSION = 3  # the committed models' version
 POLL_S = 0.2
 

@@ -18,15 +18,16 @@ import uvicorn
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from devtools.committed import committed_models
 from devtools.servers import Server, free_port
 from service.app import create_app
 from service.dataplane.admission import Admission
 from service.errors import Overloaded
 from service.rest.multipart import _PartCollector
 from service.settings import Settings
-from tests.conftest import REPO_ROOT, wait_ready
+from tests.conftest import wait_ready
 
-MODELS = REPO_ROOT / "models"
+MODELS = committed_models()
 
 
 def png(array: np.ndarray) -> bytes:

@@ -11,12 +11,13 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from devtools.committed import committed_models
 from devtools.pictures.encodings import ENCODING_KINDS
 from devtools.pictures.kinds import sample
 from mnist_shared.preprocessing import reduce_for_digit, to_mnist_digit
 from service.app import create_app
 from service.settings import Settings
-from tests.conftest import REPO_ROOT, wait_ready
+from tests.conftest import wait_ready
 
 ENCODINGS = [*ENCODING_KINDS, "exif_rotated"]
 
@@ -117,7 +118,7 @@ def test_a_tiff_bomb_is_refused_before_decoding(client):
 
 
 def test_a_heic_over_the_pixel_limit_is_refused_before_decoding(mnist):
-    settings = Settings(models_dir=REPO_ROOT / "models", max_image_pixels=10_000)
+    settings = Settings(models_dir=committed_models(), max_image_pixels=10_000)
     picture, _ = sample("heic", mnist.test_images, mnist.test_labels, 1, seed=3)[0]
     with TestClient(create_app(settings)) as small:
         wait_ready(small)

@@ -14,11 +14,12 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from devtools.committed import committed_models
 from service.app import create_app
 from service.settings import Settings
-from tests.conftest import REPO_ROOT, wait_ready
+from tests.conftest import wait_ready
 
-MODELS_DIR = REPO_ROOT / "models"
+MODELS_DIR = committed_models()
 
 
 def png_bytes(array: np.ndarray, mode: str = "L", fmt: str = "PNG") -> bytes:

@@ -9,9 +9,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from devtools.committed import committed_models
 from service.app import create_app
 from service.settings import Settings
-from tests.conftest import REPO_ROOT, wait_ready
+from tests.conftest import wait_ready
 
 sdk = pytest.importorskip("opentelemetry.sdk.trace")
 from opentelemetry import trace  # noqa: E402
@@ -34,7 +35,7 @@ def spans() -> InMemorySpanExporter:
 def test_predict_is_traced_only_when_opentelemetry_is_on(spans, enabled):
     buffer = io.BytesIO()
     Image.new("L", (28, 28)).save(buffer, "PNG")  # blank: a 422, traced like any answer
-    settings = Settings(models_dir=REPO_ROOT / "models", grpc_port=0, opentelemetry=enabled)
+    settings = Settings(models_dir=committed_models(), grpc_port=0, opentelemetry=enabled)
     with TestClient(create_app(settings)) as client:
         wait_ready(client)
         spans.clear()

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
+from devtools.committed import committed_models
 from mnist_shared.manifest import MANIFEST_NAME, Manifest, sha256_file, verify_artifacts
 from service.app import create_app
 from service.runtime.model_loading import LoadFailed, load_version
@@ -46,7 +47,7 @@ def test_probes_ask_the_service_the_right_questions(container):
 
 
 def test_probe_paths_answer(container):
-    settings = Settings(models_dir=REPO_ROOT / "models")
+    settings = Settings(models_dir=committed_models())
     with TestClient(create_app(settings)) as client:
         assert client.get(container["livenessProbe"]["httpGet"]["path"]).status_code == 200
 
@@ -155,7 +156,7 @@ def test_kuberay_serves_the_ray_serve_config_application():
 # -- Model manifests (models/<variant>/<version>/manifest.json): every file a version loads is
 # listed with its sha256 and lies inside the version directory, or the version is refused. --
 
-GROUP_3 = REPO_ROOT / "models" / "group" / "3"
+GROUP_3 = committed_models() / "group" / "3"
 
 
 def _copy_version(models: Path, version: int = 3) -> Path:

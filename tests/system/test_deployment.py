@@ -15,6 +15,7 @@ import urllib.request
 from PIL import Image
 
 from devtools import REPO_ROOT
+from devtools.committed import committed_models
 from devtools.servers import free_port
 from service.settings import env_table
 
@@ -40,7 +41,7 @@ def test_image_command_serves_predictions(mnist):
     env |= {
         "MNIST_PORT": str(port),
         "MNIST_GRPC_PORT": str(free_port()),
-        "MNIST_MODELS_DIR": str(REPO_ROOT / "models"),
+        "MNIST_MODELS_DIR": str(committed_models()),
     }
     process = subprocess.Popen(
         [sys.executable, *command[1:]],

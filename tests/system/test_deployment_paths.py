@@ -12,6 +12,7 @@ import sys
 import pytest
 import yaml
 
+from devtools.committed import committed_models
 from tests.conftest import REPO_ROOT, wait_ready
 
 
@@ -22,7 +23,7 @@ def app_client():
     from service.app import create_app
     from service.settings import Settings
 
-    with TestClient(create_app(Settings(models_dir=REPO_ROOT / "models"))) as client:
+    with TestClient(create_app(Settings(models_dir=committed_models()))) as client:
         wait_ready(client)
         yield client
 

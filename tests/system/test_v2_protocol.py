@@ -22,6 +22,7 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from devtools import REPO_ROOT
+from devtools.committed import committed_models
 from devtools.servers import Server
 from mnist_shared.preprocessing import scale_pixels
 
@@ -190,7 +191,7 @@ def test_the_digit_checks_verdicts_are_outputs(request, server, mnist, client_na
     np.testing.assert_allclose([p["digit_score"] for p in predictions], scores, rtol=1e-6)
 
 
-def test_id_parameters_and_versioned_route_round_trip(server, http, mnist):
+def test_id_and_versioned_route_round_trip_and_parameters_are_not_echoed(server, http, grpc, mnist):
     version = http.get_model_metadata("group")["versions"][0]
     result = http.infer(
         "group",
@@ -201,7 +202,14 @@ def test_id_parameters_and_versioned_route_round_trip(server, http, mnist):
     )
     response = result.get_response()
     assert response["id"] == "req-42" and response["model_version"] == version
-    assert response["parameters"]["trace"] == "abc"
+    # The answer's parameters are what the service knows, never the client's copied back.
+    assert set(response["parameters"]) == {"precision"}
+    answer = grpc.infer(
+        "group",
+        [_image_input(grpcclient, scale_pixels(mnist.test_images[:1]))],
+        parameters={"trace": "abc" * 300},
+    ).get_response()
+    assert set(answer.parameters) == {"precision"}
 
 
 def test_curl_style_json_with_base64_image_bytes(server, mnist):
@@ -287,7 +295,7 @@ def test_grpc_unknown_version_is_not_found(grpc):
 
 def test_a_model_that_failed_to_load_is_503_and_unavailable(tmp_path):
     for variant in ("group", "layer"):
-        shutil.copytree(REPO_ROOT / "models" / variant, tmp_path / variant)
+        shutil.copytree(committed_models() / variant, tmp_path / variant)
     onnx_file = next((tmp_path / "layer").glob("*/model.onnx"))
     onnx_file.write_bytes(onnx_file.read_bytes()[:-10] + b"0123456789")
     broken = Server(tmp_path)

@@ -15,6 +15,7 @@ import httpx
 from PIL import Image
 
 from devtools import REPO_ROOT
+from devtools.committed import committed_models
 from devtools.servers import free_port
 from service.runtime.in_flight import BOARD_SLOTS
 
@@ -34,7 +35,7 @@ def test_metrics_sum_every_worker(mnist, tmp_path):
         **os.environ,
         "MNIST_PORT": str(port),
         "MNIST_GRPC_PORT": "0",
-        "MNIST_MODELS_DIR": str(REPO_ROOT / "models"),
+        "MNIST_MODELS_DIR": str(committed_models()),
         "MNIST_VARIANTS": "group",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
     }

@@ -45,6 +45,38 @@ def test_merges_concurrent_requests_and_keeps_order():
     assert max(sizes) <= 8 and len(sizes) < 10
 
 
+def test_a_request_larger_than_a_batch_lets_others_run_between_its_parts():
+    """20 images in batches of 8: queued a batch at a time, so that a request arriving while
+    its first part runs is answered before its last part, not after all of it."""
+    calls: list[tuple[float, int]] = []
+    first_part_running, go_on = threading.Event(), threading.Event()
+
+    def predict(x):
+        calls.append((float(x[0, 0]), len(x)))
+        if len(calls) == 1:
+            first_part_running.set()
+            go_on.wait(10)
+        return x * 2
+
+    async def main():
+        batcher = _batcher(predict, max_wait_s=0)
+        batcher.start()
+        large = np.arange(20, dtype=np.float32)[:, None].repeat(2, axis=1)
+        large_task = asyncio.create_task(batcher.predict(large))
+        await asyncio.get_running_loop().run_in_executor(None, first_part_running.wait, 10)
+        small_task = asyncio.create_task(batcher.predict(np.full((1, 2), -1, np.float32)))
+        await asyncio.sleep(0)  # the small request queued while the first part runs
+        go_on.set()
+        answers = await asyncio.gather(large_task, small_task)
+        await batcher.stop()
+        return large, answers
+
+    large, (large_answer, small_answer) = _run(main())
+    np.testing.assert_array_equal(large_answer, large * 2)
+    np.testing.assert_array_equal(small_answer, np.full((1, 2), -2))
+    assert calls == [(0.0, 8), (-1.0, 1), (8.0, 8), (16.0, 4)]
+
+
 def test_a_failed_batch_fails_every_waiting_request():
     calls = []
 

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from devtools import REPO_ROOT
+from devtools.committed import committed_models
 from devtools.pictures.non_digits import framed_non_digits
 from mnist_shared.digit_check import CHECK_DIR_NAME, CHECK_MANIFEST, DigitCheckManifest
 from mnist_shared.preprocessing import scale_pixels
@@ -18,7 +18,7 @@ from service.runtime.digit_check import DigitCheckUnavailable, load_digit_check
 from training.digit_check import calibrate, measure
 from training.non_digits import KINDS, LETTERS, SYMBOLS, fonts, non_digits, split_fonts
 
-CHECK_DIR = REPO_ROOT / "models" / CHECK_DIR_NAME
+CHECK_DIR = committed_models() / CHECK_DIR_NAME
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from devtools import REPO_ROOT
+from devtools.committed import committed_models
 from mnist_shared.manifest import MANIFEST_NAME, Manifest, latest_version, verify_artifacts
 from service.runtime.model_loading import load_version
 from training.export import Int8Data, read_realworld_set
@@ -71,7 +71,7 @@ def test_a_twin_that_loses_a_kind_of_picture_is_refused_naming_it():
 def _version_without_twin(tmp_path: Path) -> Path:
     """The committed group version as exported before twins existed: its fp32 ONNX file (made
     readable by its group only, to see the twin take the same mode) and a manifest without any."""
-    source = REPO_ROOT / "models" / "group" / str(latest_version(REPO_ROOT / "models" / "group"))
+    source = committed_models() / "group" / str(latest_version(committed_models() / "group"))
     version_dir = tmp_path / "group" / source.name
     version_dir.mkdir(parents=True)
     shutil.copy(source / "model.onnx", version_dir / "model.onnx")

@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 from PIL import Image, ImageDraw
 
-from devtools import REPO_ROOT
+from devtools.committed import committed_models
 from devtools.pictures.numbers import sample_numbers
 from mnist_shared.digit_check import CHECK_DIR_NAME
 from mnist_shared.ink import NoDigitFound
@@ -25,14 +25,14 @@ from service.runtime.digit_check import load_digit_check
 @pytest.fixture(scope="module")
 def judge() -> Judge:
     """The committed digit check, as the service hands it to segmentation."""
-    return load_digit_check(REPO_ROOT / "models" / CHECK_DIR_NAME, ThreadPoolExecutor(1)).judge
+    return load_digit_check(committed_models() / CHECK_DIR_NAME, ThreadPoolExecutor(1)).judge
 
 
 @pytest.fixture(scope="module")
 def read(mnist, judge):
     """A picture's number as the service reads it (the committed group model, touching digits
     told apart by the digit check; `judged=False`: by the width of marks alone)."""
-    group = REPO_ROOT / "models" / "group"
+    group = committed_models() / "group"
     session = ort.InferenceSession(str(group / str(latest_version(group)) / "model.onnx"))
 
     def reading(data: bytes, judged: bool = True) -> str:

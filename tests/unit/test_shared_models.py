@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from devtools import REPO_ROOT
+from devtools.committed import committed_models
 from mnist_shared.manifest import MANIFEST_NAME, Manifest, list_versions
 from service.runtime.model_loading import LoadFailed, load_version
 from training.export import share_like
@@ -26,7 +26,7 @@ NOBODY = 65534
 pytestmark = pytest.mark.skipif(
     not hasattr(os, "fork") or os.geteuid() != 0, reason="needs root to run a reader as nobody"
 )
-COMMITTED = REPO_ROOT / "models" / "group" / "3"
+COMMITTED = committed_models() / "group" / "3"
 
 
 def as_nobody(read: Callable[[], object]) -> object:
