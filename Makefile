@@ -1,7 +1,7 @@
 # One-command entry points. Each target creates/updates the virtualenv it needs.
 #   make run    install the serving extra and start the API on the committed models
 #   make test   install everything (dev extra) and run lint + the test suite
-#   make train  retrain all three variants into models/ (new versions)
+#   make train  retrain all three variants into models/ (new versions; ARGS=... to choose)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -50,8 +50,10 @@ lint: $(VENV)/.dev-installed
 test: lint $(RAY_VENV)/.installed
 	MNIST_RAY_VENV=$(RAY_VENV) $(BIN)/python -m pytest
 
+# ARGS: mnist-train's options (default --variant all), e.g. make train ARGS="--variant group --epochs 5"
+ARGS ?= --variant all
 train: $(VENV)/.dev-installed
-	$(BIN)/mnist-train --variant all $(if $(MNIST_DATA_DIR),--data-dir $(MNIST_DATA_DIR)) --output-dir models
+	$(BIN)/mnist-train $(ARGS) $(if $(MNIST_DATA_DIR),--data-dir $(MNIST_DATA_DIR)) --output-dir models
 
 # Every benchmark runs even when an earlier one misses its target; the status says if any did.
 bench: $(VENV)/.dev-installed $(RAY_VENV)/.installed $(PEER_VENVS)/.installed

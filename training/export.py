@@ -32,6 +32,7 @@ from mnist_shared.manifest import (
     latest_version,
 )
 from mnist_shared.preprocessing import IMAGE_SIZE, scale_pixels
+from training.plots import plot_histories
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +152,8 @@ def export_model(model: Any, request: ExportRequest, models_dir: Path) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".staging-{version}-", dir=variant_dir))
     try:
         parity = _write_artifacts(model, staging, request.parity_images)
+        if history := request.training.get("history"):  # the version carries its own curves
+            plot_histories({request.variant: history}, staging / "training_curves.png")
         precisions = reduced_precisions(staging / "model.onnx", request.int8_data)
         files = hash_artifacts(staging)
         _manifest(request, version, parity, files, precisions).write(staging)

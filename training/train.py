@@ -44,6 +44,7 @@ class TrainConfig:
     seed: int = 0
     data_dir: str | None = None  # None: keras.datasets.mnist (downloads)
     output_dir: str = "models"
+    runs_dir: str | None = None  # the run's summary and curves; None: runs/ beside output_dir
     augment: bool = True  # small shifts, turns and zooms of every batch
     redrawn_copies: int = 6  # redrawn versions of each training image (training.augment)
     precision: str = "auto"
@@ -89,6 +90,12 @@ def _parser(defaults: TrainConfig) -> argparse.ArgumentParser:
         "unset: download with keras.datasets.mnist",
     )
     p.add_argument("--output-dir", default=defaults.output_dir, help="models directory")
+    p.add_argument(
+        "--runs-dir",
+        default=defaults.runs_dir,
+        help="where the run's summary and curves go, in a new directory of their own "
+        "(default: runs/ beside the models directory)",
+    )
     p.add_argument(
         "--augment",
         action=argparse.BooleanOptionalAction,
@@ -295,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from training.data import DatasetError, load_mnist
     from training.device import configure_devices
-    from training.plots import plot_histories
+    from training.run_record import write_run_record
 
     logger.info("config: %s", json.dumps(dataclasses.asdict(config)))
     setup = configure_devices(config.precision)
@@ -309,12 +316,9 @@ def main(argv: list[str] | None = None) -> int:
         train_variant(variant, config, data, training_set, setup) for variant in config.variants
     ]
     output_dir = Path(config.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    summary = {r["variant"]: r for r in results}
-    (output_dir / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    plot_histories(
-        {r["variant"]: r["history"] for r in results}, output_dir / "training_curves.png"
-    )
+    runs_dir = Path(config.runs_dir) if config.runs_dir else output_dir.resolve().parent / "runs"
+    run_dir = write_run_record(results, runs_dir)
+    print(f"run summary and curves: {run_dir}")
     for r in results:
         print(
             f"{r['variant']:>8}: test accuracy {r['test_accuracy']:.4f}  {r.get('export_dir', '')}"

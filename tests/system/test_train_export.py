@@ -33,7 +33,7 @@ def _train(data_dir: Path, out_dir: Path, *extra: str) -> int:
 
 @pytest.fixture(scope="module")
 def exported(small_mnist, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("models")
+    out = tmp_path_factory.mktemp("train") / "models"  # its runs/ beside it, by default
     assert _train(small_mnist, out) == 0
     return out
 
@@ -59,9 +59,13 @@ def test_export_layout_and_manifest(exported):
     assert int8.fp32_test_accuracy == pytest.approx(manifest.test_accuracy)
     assert (int8.file in manifest.files) if int8.passed_gate else int8.reason
     assert (version_dir / "model.int8.onnx").is_file() == int8.passed_gate
-    summary = json.loads((exported / "training_summary.json").read_text())
+    assert (version_dir / "training_curves.png").stat().st_size > 1000
+    assert "training_curves.png" in manifest.files
+    # The run's summary and curves went into a new directory beside the models directory.
+    (run_dir,) = (exported.parent / "runs").iterdir()
+    summary = json.loads((run_dir / "training_summary.json").read_text())
     assert summary["group"]["test_accuracy"] == pytest.approx(manifest.test_accuracy)
-    assert (exported / "training_curves.png").stat().st_size > 1000
+    assert (run_dir / "training_curves.png").stat().st_size > 1000
 
 
 def test_onnx_graph_contract(exported):

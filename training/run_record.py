@@ -1,0 +1,26 @@
+"""What one `mnist-train` run leaves besides its model versions: a summary of every variant it
+trained and their curves, in a directory of its own that did not exist before the run
+(`runs/train-<UTC time>-<pid>/`). Training never edits a file that exists: the committed
+`models/` stays as git has it, and each exported version carries its own curves."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from training.plots import plot_histories
+
+
+def write_run_record(results: list[dict[str, Any]], runs_dir: Path) -> Path:
+    """`training_summary.json` and `training_curves.png` of a run, in a new directory."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    run_dir = runs_dir / f"train-{stamp}-{os.getpid()}"
+    run_dir.mkdir(parents=True, exist_ok=False)
+    summary = {result["variant"]: result for result in results}
+    (run_dir / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    histories = {result["variant"]: result["history"] for result in results}
+    plot_histories(histories, run_dir / "training_curves.png")
+    return run_dir
