@@ -56,6 +56,14 @@ class Metrics:
             multiprocess_mode="livesum",  # every live worker's queue, added up
         )
 
+        self.candidates = Gauge(
+            "mnist_model_candidates",
+            "Versions the promotion gate holds back from requests naming none (GET /models "
+            "says why), by variant.",
+            ["variant"],
+            registry=registry,
+            multiprocess_mode="max",
+        )
         self.shed = Counter(
             "mnist_requests_shed",
             "Requests answered 503 at once because MNIST_MAX_QUEUED_IMAGES images were waiting.",

@@ -55,6 +55,20 @@ class Settings(BaseSettings):
         description="Versions served per variant: latest (= latest:1), latest:N or "
         "specific:V1,V2 (as TF Serving and Triton).",
     )
+    promotion: Literal["gate", "always"] = Field(
+        "gate",
+        description="Which version requests naming none get: `gate`, a newer version only if "
+        "it is no worse than the one it would replace on the evaluations both were measured "
+        "on at export (else it is a candidate, reachable with version=N); `always`, the "
+        "newest.",
+    )
+    promotion_tolerance: float = Field(
+        0.1,
+        ge=0,
+        le=100,
+        description="How many accuracy points (percent) below the default version a newer "
+        "one may score on any evaluation and still take over.",
+    )
     admin_token: SecretStr | None = Field(
         None,
         description="Bearer token required by the /v2/repository endpoints (load, unload, "

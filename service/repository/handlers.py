@@ -31,5 +31,17 @@ class RepositoryHandlers:
             raise BadRequest(str(error)) from None
         return self._registry.serving_versions(name)
 
+    async def choose_version(self, name: str, version: int) -> dict[str, Any]:
+        """Serve `version` of `name` to requests naming none (promote or roll back), or
+        BadRequest with the reason it cannot."""
+        try:
+            action = await self._registry.choose_version(name, version)
+        except LoadFailed as error:
+            raise BadRequest(str(error)) from None
+        return {"default": version, "action": action}
+
+    def serving_versions(self, name: str) -> list[int]:
+        return self._registry.serving_versions(name)
+
     async def unload(self, name: str) -> None:
         await self._registry.unload(name)

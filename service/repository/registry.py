@@ -16,16 +16,22 @@ import asyncio
 import contextlib
 import logging
 from concurrent.futures import Executor
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mnist_shared.manifest import list_versions
+from mnist_shared.serving_choice import write_choice
 from service.errors import Conflict, NotFound, NotReady
 from service.metrics import Metrics
+from service.repository.promotion import choose_among
 from service.repository.registry_state import RegistryState
-from service.repository.variants import LoadedModel, VariantRecord, VersionFailure
+from service.repository.variants import (
+    LoadedModel,
+    VariantRecord,
+    VersionFailure,
+    discover_variants,
+)
 from service.repository.version_policy import VersionPolicy
 from service.runtime.backends import Backend, SavedModelBackend
 from service.runtime.batching import MicroBatcher
@@ -92,12 +98,13 @@ class ModelRegistry(RegistryState):
             on_disk = list_versions(self._variant_dir(variant))
             self._forget_stale_failures(record, on_disk, retry_failed)
             while not record.unloaded:
-                wanted = self.policy.select(on_disk, failed=record.failures)
+                self._choose_default(record, on_disk)
+                wanted = self._wanted(record, on_disk)
                 missing = [version for version in wanted if version not in record.serving]
                 if not missing:
                     break
                 await self._load(record, missing[-1])  # newest first: it is what `latest` serves
-            wanted = [] if record.unloaded else self.policy.select(on_disk, failed=record.failures)
+            wanted = [] if record.unloaded else self._wanted(record, on_disk)
             self._retire(record, [version for version in record.serving if version not in wanted])
 
     async def load_now(self, variant: str) -> None:
@@ -114,6 +121,29 @@ class ModelRegistry(RegistryState):
             failure = record.failures.get(wanted[-1])
             reason = failure.reason if failure else "it did not load"
             raise LoadFailed(f"version {wanted[-1]} of {variant!r} is not served: {reason}")
+
+    async def choose_version(self, variant: str, version: int) -> str:
+        """Make `version` what requests naming none get (an operator's promote or rollback,
+        kept in `serving.json`), loaded now; LoadFailed saying why it cannot be. Returns the
+        action recorded."""
+        record = self._known(variant)
+        variant_dir = self._variant_dir(variant)
+        on_disk = list_versions(variant_dir)
+        if version not in on_disk:
+            listed = ", ".join(map(str, on_disk)) or "none"
+            raise LoadFailed(f"version {version} of {variant!r} is not on disk (on disk: {listed})")
+        previous = record.default
+        action = "rollback" if previous is not None and version < previous else "promote"
+        write_choice(variant_dir, version, previous, action)
+        await self.sync(variant, retry_failed=True, load=True)
+        if record.default != version or version not in record.serving:
+            failure = record.failures.get(version)
+            raise LoadFailed(
+                f"version {version} of {variant!r} was chosen but does not serve: "
+                f"{failure.reason if failure else 'it did not load'}"
+            )
+        logger.warning("%s: %s to version %d (was %s)", variant, action, version, previous)
+        return action
 
     async def unload(self, variant: str) -> None:
         """The repository's `unload`: stop serving `variant` until `load_now` is called."""
@@ -148,7 +178,7 @@ class ModelRegistry(RegistryState):
         return sorted(self._known(variant).serving)
 
     def model(self, variant: str, version: int | None = None) -> LoadedModel:
-        """The serving model of `variant` (its newest version, or `version`); NotFound /
+        """The serving model of `variant` (its default version, or `version`); NotFound /
         NotReady, saying why, otherwise."""
         record = self._known(variant)
         serving = record.serving
@@ -158,10 +188,10 @@ class ModelRegistry(RegistryState):
             raise NotFound(
                 f"version {version} of model {variant!r} is not loaded; loaded: "
                 f"{', '.join(map(str, sorted(serving)))}. Ask for one of those, or none for "
-                "the latest."
+                "the default."
             )
-        if serving:
-            return serving[max(serving)]
+        if (default := record.default_model()) is not None:
+            return default
         raise NotReady(self._why_not_serving(record))
 
     async def predict(
@@ -182,6 +212,38 @@ class ModelRegistry(RegistryState):
             known = ", ".join(sorted(self._variants)) or "none"
             raise NotFound(f"unknown model {variant!r}: served models are {known}.")
         return self._variants[variant]
+
+    def _choose_default(self, record: VariantRecord, on_disk: list[int]) -> None:
+        """The version requests naming none get, by the promotion gate (`promotion`), among
+        the versions that did not fail (and, with a `specific` policy, that it names)."""
+        usable = [version for version in on_disk if version not in record.failures]
+        if self.policy.latest is None:
+            usable = [version for version in usable if version in self.policy.specific]
+        settings = self._settings
+        chosen = choose_among(
+            self._variant_dir(record.name),
+            usable,
+            always=settings.promotion == "always",
+            tolerance_points=settings.promotion_tolerance,
+        )
+        for version in chosen.verdicts.keys() - record.verdicts.keys():
+            if not chosen.verdicts[version].passed:
+                logger.warning("%s version %d is a candidate: %s", record.name, version,
+                               chosen.verdicts[version].summary())  # fmt: skip
+        if chosen.note and chosen.note != record.chosen.note:
+            logger.warning("%s: %s", record.name, chosen.note)
+        record.chosen = chosen
+        self._metrics.candidates.labels(variant=record.name).set(len(record.candidates))
+
+    def _wanted(self, record: VariantRecord, on_disk: list[int]) -> list[int]:
+        """The versions to serve: the policy's, the default, and after an operator's choice
+        the default before it (a rollback then serves at once)."""
+        wanted = set(self.policy.select(on_disk, failed=record.failures))
+        choice = record.chosen.choice
+        for version in (record.default, choice.previous if choice else None):
+            if version in on_disk and version not in record.failures:
+                wanted.add(version)
+        return sorted(wanted)
 
     def _forget_stale_failures(
         self, record: VariantRecord, on_disk: list[int], everything: bool
@@ -278,22 +340,3 @@ class ModelRegistry(RegistryState):
         )
         batcher.start()
         model.batchers[backend.name, backend.precision] = batcher
-
-
-def discover_variants(settings: Settings) -> list[str]:
-    """Variants with at least one version under the models directory, narrowed by
-    MNIST_VARIANTS. A variant named there without a model is kept, so readiness says so."""
-    models_dir = settings.models_dir
-    found = sorted(
-        child.name
-        for child in (models_dir.iterdir() if models_dir.is_dir() else [])
-        if child.is_dir() and _has_versions(child)
-    )
-    return list(settings.variants) if settings.variants else found
-
-
-def _has_versions(directory: Path) -> bool:
-    try:
-        return bool(list_versions(directory))
-    except OSError:  # unreadable (e.g. a volume's lost+found): not a variant
-        return False

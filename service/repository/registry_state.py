@@ -43,7 +43,7 @@ class RegistryState:
         }
         if not self._variants:
             errors["models"] = self.no_models_message()
-        loaded = {name: record.latest() for name, record in sorted(self._variants.items())}
+        loaded = {name: record.default_model() for name, record in sorted(self._variants.items())}
         return {
             "ready": self.ready,
             "loading": self.loading,
@@ -66,6 +66,10 @@ class RegistryState:
                 row = {"name": name, "version": version, "state": record.state(version)}
                 if version in record.failures:
                     row["reason"] = record.failures[version].reason
+                elif version in record.candidates:
+                    row["reason"] = "held back by the promotion gate: " + "; ".join(
+                        record.candidates[version].reasons
+                    )
                 rows.append(row)
         return rows
 
@@ -84,12 +88,25 @@ class RegistryState:
                 "loaded": bool(record.serving),
                 "unloaded": record.unloaded,
             }
-            if (model := record.latest()) is not None:
+            entry["default_chosen_by"] = self._chosen_by(record)
+            if record.verdicts:
+                entry["promotion"] = [verdict.describe() for verdict in record.verdicts.values()]
+            if (model := record.default_model()) is not None:
                 entry |= model.description()
             else:
                 entry["error"] = self._why_not_serving(record)
             described.append(entry)
         return described
+
+    def _chosen_by(self, record: VariantRecord) -> str:
+        """Why the default version is the default."""
+        chosen = record.chosen
+        if chosen.choice is not None:
+            return f"{chosen.choice.action} at {chosen.choice.at} (serving.json)"
+        how = "the newest (MNIST_PROMOTION=always)"
+        if self._settings.promotion == "gate":
+            how = "the promotion gate"
+        return f"{how}; {chosen.note}" if chosen.note else how
 
     def _variant_dir(self, variant: str) -> Path:
         return self._settings.models_dir / variant

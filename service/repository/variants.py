@@ -9,13 +9,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mnist_shared.manifest import FP32, Manifest
+from mnist_shared.manifest import FP32, Manifest, list_versions
 from service.errors import NotFound
+from service.repository.promotion import DefaultVersion, Verdict
 from service.runtime.backends import installed_backends
 from service.runtime.batching import MicroBatcher
 from service.runtime.model_loading import Fingerprint
+from service.settings import Settings
 
 SERVING, LOADING, AVAILABLE, FAILED = "serving", "loading", "available", "failed"
+CANDIDATE = "candidate"  # loaded, reachable with version=N, not what requests naming none get
 _RETIRE_POLL_S = 0.05
 
 
@@ -95,15 +98,62 @@ class VariantRecord:
     loading: set[int] = field(default_factory=set)
     failures: dict[int, VersionFailure] = field(default_factory=dict)
     unloaded: bool = False  # by the repository API: stays so until `load` is called
+    # The version requests naming none get (`promotion`), each newer version's verdict, and
+    # an operator's choice where one applies.
+    chosen: DefaultVersion = field(default_factory=lambda: DefaultVersion(None))
+
+    @property
+    def default(self) -> int | None:
+        return self.chosen.version
+
+    @property
+    def verdicts(self) -> dict[int, Verdict]:
+        return self.chosen.verdicts
+
     required: bool = False  # readiness needs it serving: found at start, or has served
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    def latest(self) -> LoadedModel | None:
-        return self.serving[max(self.serving)] if self.serving else None
+    def default_model(self) -> LoadedModel | None:
+        """The version requests naming none get: the promotion's default once it is loaded,
+        meanwhile the newest serving version that the gate did not hold back."""
+        if self.default in self.serving:
+            return self.serving[self.default]
+        promoted = [version for version in self.serving if version not in self.candidates]
+        return self.serving[max(promoted)] if promoted else None
+
+    @property
+    def candidates(self) -> dict[int, Verdict]:
+        """Versions the gate held back (loaded or not), with why."""
+        return {
+            version: verdict
+            for version, verdict in self.verdicts.items()
+            if not verdict.passed and version != self.default
+        }
 
     def state(self, version: int) -> str:
+        if version in self.serving and version in self.candidates:
+            return CANDIDATE
         if version in self.serving:
             return SERVING
         if version in self.loading:
             return LOADING
         return FAILED if version in self.failures else AVAILABLE
+
+
+def discover_variants(settings: Settings) -> list[str]:
+    """Variants with at least one version under the models directory, narrowed by
+    MNIST_VARIANTS. A variant named there without a model is kept, so readiness says so."""
+    models_dir = settings.models_dir
+    found = sorted(
+        child.name
+        for child in (models_dir.iterdir() if models_dir.is_dir() else [])
+        if child.is_dir() and _has_versions(child)
+    )
+    return list(settings.variants) if settings.variants else found
+
+
+def _has_versions(directory: Path) -> bool:
+    try:
+        return bool(list_versions(directory))
+    except OSError:  # unreadable (e.g. a volume's lost+found): not a variant
+        return False

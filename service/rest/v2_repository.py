@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
 
 from service.errors import Forbidden, Unauthorized
 from service.rest.dependencies import ModelName, RepositoryDep
@@ -132,9 +133,35 @@ async def index(repository: RepositoryDep) -> list[dict[str, Any]]:
     return repository.index()
 
 
-@router.post("/models/{model}/load", summary="Rescan and serve the newest version allowed")
-async def load(repository: RepositoryDep, model: ModelName) -> dict[str, Any]:
-    return {"name": model, "versions": await repository.load(model)}
+class LoadParameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int | None = Field(
+        None,
+        ge=1,
+        description="Serve this version to requests naming none (promote a candidate, or roll "
+        "back), whatever the promotion gate says; kept in models/<variant>/serving.json.",
+    )
+
+
+class LoadRequest(BaseModel):
+    """Triton's repository extension: load parameters in `parameters`."""
+
+    parameters: LoadParameters = Field(default_factory=LoadParameters)
+
+
+@router.post(
+    "/models/{model}/load",
+    summary="Rescan and serve; with a version, make it the default (promote or roll back)",
+)
+async def load(
+    repository: RepositoryDep, model: ModelName, request: LoadRequest | None = None
+) -> dict[str, Any]:
+    version = request.parameters.version if request else None
+    if version is None:
+        return {"name": model, "versions": await repository.load(model)}
+    chosen = await repository.choose_version(model, version)
+    return {"name": model, "versions": repository.serving_versions(model), **chosen}
 
 
 @router.post("/models/{model}/unload", summary="Stop serving the model")

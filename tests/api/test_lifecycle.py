@@ -207,7 +207,7 @@ def test_latest_2_keeps_both_versions_pinnable(models, digit_png):
         assert missing.status_code == 404
         assert missing.json() == {
             "error": "version 9 of model 'group' is not loaded; loaded: 3, 4. Ask for one of "
-            "those, or none for the latest."
+            "those, or none for the default."
         }
         add_version(models, 5)  # latest:2 now means 4 and 5; 3 is retired
         wait_for(lambda: states(client)[3]["state"] == "available")

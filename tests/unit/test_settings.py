@@ -22,7 +22,7 @@ def test_environment_variables(monkeypatch):
 
 
 def test_variants_default_to_the_models_directory(tmp_path):
-    from service.repository.registry import discover_variants
+    from service.repository.variants import discover_variants
 
     for variant in ("layer", "group"):
         (tmp_path / variant / "1").mkdir(parents=True)

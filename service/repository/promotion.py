@@ -1,0 +1,145 @@
+"""Which version of a variant requests naming none get: a new version takes over only if it is
+no worse than the one it would replace, on the same evaluations (the promotion gate).
+
+Every exported version carries its figures in its manifest: accuracy on the test split and,
+where export was given the client-picture set, on each kind of client picture (fp32's, as the
+INT8 gate measured them). Versions are taken oldest first: the oldest is the first default (a
+first version keeps today's behaviour), and each newer one replaces the default only if, on
+every evaluation both were measured on with the same number of pictures, it is at most
+MNIST_PROMOTION_TOLERANCE points below it. One that is not is a candidate: loaded, reachable
+with `version=N`, shown in `/models` with both versions' figures and the reasons.
+MNIST_PROMOTION=always makes the newest the default whatever its figures (the behaviour before
+the gate). An operator's choice (`mnist-models promote|rollback`, or the repository API's load
+with a version), kept in `serving.json` beside the versions, overrides the gate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mnist_shared.manifest import Manifest
+from mnist_shared.serving_choice import SERVING_FILE, ServingChoice, read_choice
+
+TEST_SPLIT = "test split"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A version's comparison with the default it would have replaced."""
+
+    version: int
+    against: int
+    passed: bool
+    reasons: list[str] = field(default_factory=list)
+    figures: dict[str, float] = field(default_factory=dict)  # this version's, in percent
+    against_figures: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        verb = "replaces" if self.passed else "does not replace"
+        why = f": {'; '.join(self.reasons)}" if self.reasons else ""
+        return f"version {self.version} {verb} version {self.against} as the default{why}"
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "compared_with": self.against,
+            "promoted": self.passed,
+            "reasons": self.reasons,
+            "figures": self.figures,
+            "compared_with_figures": self.against_figures,
+        }
+
+
+def figures(manifest: Manifest) -> dict[str, tuple[float, int]]:
+    """(accuracy, pictures) of each evaluation the version was measured on at export."""
+    measured = {TEST_SPLIT: (manifest.test_accuracy, manifest.test_samples)}
+    for twin in manifest.precisions.values():  # fp32's figures, as the twin's gate took them
+        for kind, row in twin.kinds.items():
+            if "fp32_accuracy" in row:
+                measured[f"client pictures: {kind}"] = (
+                    row["fp32_accuracy"],
+                    int(row.get("pictures", 0)),
+                )
+        break
+    return measured
+
+
+def judge(new: Manifest, default: Manifest, tolerance_points: float) -> Verdict:
+    """`new` against the `default` it would replace (see the module's docstring)."""
+    ours, theirs = figures(new), figures(default)
+    shared = [name for name in theirs if name in ours and ours[name][1] == theirs[name][1]]
+    percent = {name: round(100 * ours[name][0], 2) for name in shared}
+    against = {name: round(100 * theirs[name][0], 2) for name in shared}
+    if not shared:
+        reason = (
+            f"measured on no evaluation of the same size as version {default.version} "
+            f"(its test split: {default.test_samples} images, this one's: {new.test_samples}); "
+            "export it with the full test split, or promote it by hand"
+        )
+        return Verdict(new.version, default.version, False, [reason])
+    reasons = [
+        f"{name}: {percent[name]:.2f}% against {against[name]:.2f}% "
+        f"({against[name] - percent[name]:.2f} points lower, more than "
+        f"MNIST_PROMOTION_TOLERANCE={tolerance_points:g})"
+        for name in shared
+        if against[name] - percent[name] > tolerance_points + 1e-9
+    ]
+    return Verdict(new.version, default.version, not reasons, reasons, percent, against)
+
+
+@dataclass(frozen=True)
+class DefaultVersion:
+    """What requests naming none get, why, and each newer version's verdict."""
+
+    version: int | None
+    verdicts: dict[int, Verdict] = field(default_factory=dict)
+    choice: ServingChoice | None = None  # an operator's promote or rollback, when it applies
+    note: str = ""  # why an operator's choice does not apply
+
+
+def choose_among(
+    variant_dir: Path, versions: list[int], *, always: bool, tolerance_points: float
+) -> DefaultVersion:
+    """`choose_default` over the manifests of `versions` in `variant_dir` (one that cannot be
+    read is left out: loading it says what is wrong), unless an operator chose a version
+    (`serving.json`) that is among them."""
+    manifests = {}
+    for version in versions:
+        with contextlib.suppress(OSError, ValueError):
+            manifests[version] = Manifest.read(variant_dir / str(version))
+    default, verdicts = choose_default(manifests, always, tolerance_points)
+    try:
+        choice = read_choice(variant_dir)
+    except ValueError as error:
+        return DefaultVersion(default, verdicts, note=f"{error}; the promotion gate decides")
+    if choice is None:
+        return DefaultVersion(default, verdicts)
+    if choice.version not in manifests:
+        note = (
+            f"{SERVING_FILE} names version {choice.version}, which is not on disk or did not "
+            "load; the promotion gate decides"
+        )
+        return DefaultVersion(default, verdicts, note=note)
+    return DefaultVersion(choice.version, verdicts, choice)
+
+
+def choose_default(
+    manifests: dict[int, Manifest], always: bool, tolerance_points: float
+) -> tuple[int | None, dict[int, Verdict]]:
+    """The default version out of `manifests` (the versions that may serve) and the verdict of
+    each version newer than the first (see the module's docstring)."""
+    if not manifests:
+        return None, {}
+    versions = sorted(manifests)
+    if always:
+        return versions[-1], {}
+    default, verdicts = versions[0], {}
+    for version in versions[1:]:
+        verdict = judge(manifests[version], manifests[default], tolerance_points)
+        verdicts[version] = verdict
+        if verdict.passed:
+            default = version
+    return default, verdicts
