@@ -124,6 +124,7 @@ async def _lifespan(
         yield
     finally:
         lag_watch.cancel()
+        await app.state.dataplane.experiments.close()
         if grpc_server is not None:  # after SIGTERM: stopping since the signal, within its grace
             await grpc_server.stop(grace_s=settings.shutdown_grace_s)
         if loader is not None:

@@ -64,6 +64,30 @@ class Metrics:
             registry=registry,
             multiprocess_mode="max",
         )
+        self.canary_requests = Counter(
+            "mnist_canary_requests",
+            "Requests naming no version answered by a candidate (MNIST_CANARY_PERCENT).",
+            ["variant"],
+            registry=registry,
+        )
+        self.shadow_images = Counter(
+            "mnist_shadow_images",
+            "Images a candidate read in the shadow of the default (MNIST_SHADOW), by whether "
+            "it gave the default's digit.",
+            ["variant", "agreed"],
+            registry=registry,
+        )
+        self.shadow_errors = Counter(
+            "mnist_shadow_errors", "Shadow runs of a candidate that failed.", ["variant"],
+            registry=registry,
+        )  # fmt: skip
+        self.shadow_latency = Histogram(
+            "mnist_shadow_latency_seconds",
+            "Time a candidate took on a request's images in the shadow of the default.",
+            ["variant"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
         self.shed = Counter(
             "mnist_requests_shed",
             "Requests answered 503 at once because MNIST_MAX_QUEUED_IMAGES images were waiting.",

@@ -69,6 +69,20 @@ class Settings(BaseSettings):
         description="How many accuracy points (percent) below the default version a newer "
         "one may score on any evaluation and still take over.",
     )
+    canary_percent: float = Field(
+        0.0,
+        ge=0,
+        le=100,
+        description="Share (percent) of the requests naming no version that a variant's newest "
+        "candidate (held back by the promotion gate) answers instead of the default.",
+    )
+    shadow: bool = Field(
+        False,
+        description="Also run the requests naming no version on the variant's newest "
+        "candidate in the background, answering from the default: agreement, latency and "
+        "errors in /models and the metrics (only while the inference queue is under half "
+        "its bound).",
+    )
     admin_token: SecretStr | None = Field(
         None,
         description="Bearer token required by the /v2/repository endpoints (load, unload, "

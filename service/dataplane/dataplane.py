@@ -24,6 +24,7 @@ from service.dataplane.admission import Admission, Admitted
 from service.dataplane.decode_work import decode_files
 from service.dataplane.decoding import ImagePayload, Limits
 from service.dataplane.digit_verdicts import DigitVerdicts
+from service.dataplane.experiments import Experiments, Infer
 from service.dataplane.inference import (
     ALL_VARIANTS,
     InferenceAnswer,
@@ -71,6 +72,7 @@ class DataPlane:
         self._metrics = metrics
         self._in_flight = in_flight
         self._admission = Admission(settings.max_queued_images)
+        self.experiments = Experiments(settings, self._admission, metrics, registry.candidate)
         self._limits = Limits.of(settings)
         self.draining = False  # SIGTERM received: finishing what was accepted, then exiting
 
@@ -232,9 +234,13 @@ class DataPlane:
         version: int | None,
     ) -> list[VariantResult]:
         """Probabilities of every variant, each in the precision `asked` or its default. Each
-        variant's model is picked once, here: a version swapped in meanwhile serves the next
-        request."""
-        models = [self.loaded_model(variant, version) for variant in variants]
+        variant's model is picked once, here (a canary share by a candidate when the request
+        names no version): a version swapped in meanwhile serves the next request."""
+        candidates = [self.experiments.candidate(v, version, asked) for v in variants]
+        models = [
+            self.experiments.route(self.loaded_model(variant, version), candidate)
+            for variant, candidate in zip(variants, candidates, strict=True)
+        ]
         precisions = [self._precision_of(model, backend, asked) for model in models]
         if len(models) == 1:  # the common case: no tasks to create and gather
             answers = [await self._registry.predict(models[0], backend, precisions[0], images)]
@@ -245,12 +251,21 @@ class DataPlane:
                     for model, precision in zip(models, precisions, strict=True)
                 )
             )
-        for variant in variants:
-            self._metrics.images_classified(variant, len(images))
+        for model, candidate, answer in zip(models, candidates, answers, strict=True):
+            self._metrics.images_classified(model.variant, len(images))
+            if candidate is not None and model is not candidate:
+                self.experiments.mirror(candidate, images, answer, self._inferer(backend, asked))
         return [
             VariantResult(model.variant, model.version, backend, precision, probabilities)
             for model, precision, probabilities in zip(models, precisions, answers, strict=True)
         ]
+
+    def _inferer(self, backend: str, asked: str | None) -> Infer:
+        async def infer(model: LoadedModel, images: np.ndarray) -> np.ndarray:
+            precision = self._precision_of(model, backend, asked)
+            return await self._registry.predict(model, backend, precision, images)
+
+        return infer
 
     @asynccontextmanager
     async def _admitted(self, image_inferences: int) -> AsyncIterator[Admitted]:

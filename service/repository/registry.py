@@ -194,6 +194,12 @@ class ModelRegistry(RegistryState):
             return default
         raise NotReady(self._why_not_serving(record))
 
+    def candidate(self, variant: str) -> LoadedModel | None:
+        """The newest loaded version the promotion gate held back, if any."""
+        record = self._known(variant)
+        loaded = [version for version in record.candidates if version in record.serving]
+        return record.serving[max(loaded)] if loaded else None
+
     async def predict(
         self, model: LoadedModel, backend: str, precision: str, images: np.ndarray
     ) -> np.ndarray:

@@ -133,7 +133,11 @@ def _predictions(answer: InferenceAnswer, return_input: bool, all_variants: bool
 
 @router.get("/models", summary="Variants, versions, backends, input spec and test accuracy")
 async def models(repository: RepositoryDep, dataplane: DataPlaneDep) -> dict[str, Any]:
-    return {"models": repository.describe(), "digit_check": dataplane.digit_verdicts.describe()}
+    return {
+        "models": repository.describe(),
+        "digit_check": dataplane.digit_verdicts.describe(),
+        "experiments": dataplane.experiments.describe(),
+    }
 
 
 @router.get("/health/live", summary="The process is up")

@@ -190,3 +190,37 @@ def _wait_for_default(client, version: int) -> None:
     while _predicted_version(client) != version:
         assert time.monotonic() < deadline, f"the default never became version {version}"
         time.sleep(0.05)
+
+
+def test_a_canary_share_goes_to_the_candidate(app_client, models):
+    _add_version(models, 4, points=-1.0)
+    client = app_client(models_dir=models, digit_check=False, canary_percent=100)
+    assert _predicted_version(client) == 4  # every request naming no version
+    assert _predicted_version(client, version="3") == 3  # naming one: no canary
+    experiments = client.get("/models").json()["experiments"]
+    assert experiments["canary_percent"] == 100
+    assert experiments["candidates"]["group/4"]["canary_requests"] == 1
+    assert 'mnist_canary_requests_total{variant="group"} 1.0' in client.get("/metrics").text
+
+
+def test_a_shadow_run_compares_the_candidate_without_answering_from_it(app_client, models):
+    _add_version(models, 4, points=-1.0)
+    client = app_client(models_dir=models, digit_check=False, shadow=True)
+    assert _predicted_version(client) == 3
+    deadline = time.monotonic() + 30
+    while True:
+        record = client.get("/models").json()["experiments"]["candidates"].get("group/4", {})
+        if record.get("shadow_requests") == 1:
+            break
+        assert time.monotonic() < deadline, record
+        time.sleep(0.02)
+    assert record["shadow_images"] == 1 and record["agreement"] == 1.0  # the same weights
+    assert record["shadow_errors"] == 0 and record["shadow_mean_ms"] > 0
+    metrics = client.get("/metrics").text
+    assert 'mnist_shadow_images_total{agreed="true",variant="group"} 1.0' in metrics
+
+
+def test_without_a_candidate_nothing_is_tried(app_client, models):
+    client = app_client(models_dir=models, digit_check=False, canary_percent=100, shadow=True)
+    assert _predicted_version(client) == 3
+    assert client.get("/models").json()["experiments"]["candidates"] == {}
