@@ -36,6 +36,7 @@ from service.memory import return_large_blocks
 from service.metrics import MULTIPROCESS_DIR, Metrics
 from service.repository.handlers import RepositoryHandlers
 from service.repository.registry import ModelRegistry
+from service.rest.feedback import router as feedback_router
 from service.rest.front_door import FrontDoor, inference_routes
 from service.rest.pages import SecurityHeaders, add_pages
 from service.rest.read import router as read_router
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
     _add_error_handlers(app)
     app.include_router(router)
     app.include_router(read_router)
+    app.include_router(feedback_router)
     app.include_router(v2_router)
     app.include_router(v2_repository_router)
     add_pages(app)

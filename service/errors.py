@@ -77,6 +77,16 @@ class NotADigit(ServiceError):
     status_code = 422
 
 
+class TooManyRequests(ServiceError):
+    """A client sent more than its share (of corrections, say): retry after `Retry-After`."""
+
+    status_code = 429
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
 class NotReady(ServiceError):
     """Models are still loading, or failed to load."""
 

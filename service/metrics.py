@@ -88,6 +88,12 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
+        self.feedback = Counter(
+            "mnist_feedback",
+            "Corrections from users kept by POST /feedback, by the variant they correct.",
+            ["variant"],
+            registry=registry,
+        )
         self.shed = Counter(
             "mnist_requests_shed",
             "Requests answered 503 at once because MNIST_MAX_QUEUED_IMAGES images were waiting.",

@@ -83,6 +83,21 @@ class Settings(BaseSettings):
         "errors in /models and the metrics (only while the inference queue is under half "
         "its bound).",
     )
+    feedback_dir: Path | None = Field(
+        None,
+        description="Where POST /feedback keeps corrections from users (the 28x28 model input, "
+        "the right digit, variant, version and time; never the uploaded photo); unset: "
+        "feedback is off (404).",
+    )
+    feedback_per_minute: int = Field(
+        20, ge=1, description="Corrections one client address may send a minute (else 429)."
+    )
+    feedback_max_corrections: int = Field(
+        100_000,
+        ge=1,
+        description="Corrections kept in MNIST_FEEDBACK_DIR at most (about 1.5 KB each); "
+        "beyond, POST /feedback answers 503 until some are moved away (after training).",
+    )
     admin_token: SecretStr | None = Field(
         None,
         description="Bearer token required by the /v2/repository endpoints (load, unload, "

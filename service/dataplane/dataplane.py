@@ -25,6 +25,7 @@ from service.dataplane.decode_work import decode_files
 from service.dataplane.decoding import ImagePayload, Limits
 from service.dataplane.digit_verdicts import DigitVerdicts
 from service.dataplane.experiments import Experiments, Infer
+from service.dataplane.feedback import FeedbackStore
 from service.dataplane.inference import (
     ALL_VARIANTS,
     InferenceAnswer,
@@ -73,6 +74,7 @@ class DataPlane:
         self._in_flight = in_flight
         self._admission = Admission(settings.max_queued_images)
         self.experiments = Experiments(settings, self._admission, metrics, registry.candidate)
+        self.feedback = FeedbackStore(settings, metrics)
         self._limits = Limits.of(settings)
         self.draining = False  # SIGTERM received: finishing what was accepted, then exiting
 

@@ -37,6 +37,7 @@ from service.errors import (
     Overloaded,
     PayloadTooLarge,
     ServiceError,
+    TooManyRequests,
     Unauthorized,
     UnsupportedMediaType,
 )
@@ -84,6 +85,7 @@ GRPC_STATUS: dict[type[ServiceError], grpc.StatusCode] = {
     NotADigit: grpc.StatusCode.INVALID_ARGUMENT,
     UnsupportedMediaType: grpc.StatusCode.INVALID_ARGUMENT,
     PayloadTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    TooManyRequests: grpc.StatusCode.RESOURCE_EXHAUSTED,
     NotFound: grpc.StatusCode.NOT_FOUND,
     Unauthorized: grpc.StatusCode.UNAUTHENTICATED,
     Forbidden: grpc.StatusCode.PERMISSION_DENIED,
