@@ -53,6 +53,16 @@ class PrecisionTwin(BaseModel):
         return self.cpu_us_per_image < self.fp32_cpu_us_per_image
 
 
+class Evaluation(BaseModel):
+    """Accuracy on an evaluation beside the test split (e.g. held-out corrections from users),
+    and the accuracy of the default version export compared it with, on the same pictures."""
+
+    accuracy: float = Field(ge=0, le=1)
+    pictures: int = Field(ge=0)
+    baseline_version: int | None = Field(None, ge=1)
+    baseline_accuracy: float | None = Field(None, ge=0, le=1)
+
+
 class Manifest(BaseModel):
     """Everything needed to load, verify and describe one exported model version."""
 
@@ -76,6 +86,11 @@ class Manifest(BaseModel):
     parity: dict[str, Any] = Field(description="Export parity check: Keras vs SavedModel vs ONNX.")
     libraries: dict[str, str]
     files: dict[str, str] = Field(description="sha256 of every artifact file, by relative path.")
+    evaluations: dict[str, Evaluation] = Field(
+        default_factory=dict,
+        description="Accuracy on other evaluations (held-out corrections from users), each with "
+        "the default version's on the same pictures: the promotion gate compares them.",
+    )
     precisions: dict[str, PrecisionTwin] = Field(
         default_factory=dict,
         description="Reduced-precision twins of the ONNX model by precision (e.g. int8): each "

@@ -25,6 +25,7 @@ import numpy as np
 
 from mnist_shared.manifest import (
     MANIFEST_NAME,
+    Evaluation,
     Manifest,
     PrecisionTwin,
     TensorSpec,
@@ -73,6 +74,7 @@ class ExportRequest:
     training: dict[str, Any]
     data: dict[str, Any]
     version: int | None = None  # None: next free version
+    evaluations: dict[str, Evaluation] = field(default_factory=dict)  # held-out corrections
     # Images for the INT8 twin (`training.onnx.quantize`): uint8 calibration images from the
     # training split, and the test split with its labels for the gate. None: no twin.
     int8_data: Int8Data | None = None
@@ -265,6 +267,7 @@ def _manifest(
         parity=parity,
         libraries=library_versions(),
         files=files,
+        evaluations=request.evaluations,
         precisions=precisions,
     )
 

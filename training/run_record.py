@@ -20,7 +20,13 @@ def write_run_record(results: list[dict[str, Any]], runs_dir: Path) -> Path:
     run_dir = runs_dir / f"train-{stamp}-{os.getpid()}"
     run_dir.mkdir(parents=True, exist_ok=False)
     summary = {result["variant"]: result for result in results}
-    (run_dir / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    text = json.dumps(summary, indent=2, default=_plain)
+    (run_dir / "training_summary.json").write_text(text + "\n")
     histories = {result["variant"]: result["history"] for result in results}
     plot_histories(histories, run_dir / "training_curves.png")
     return run_dir
+
+
+def _plain(value: Any) -> Any:
+    """JSON for what a result holds besides plain values (the evaluations' models)."""
+    return value.model_dump() if hasattr(value, "model_dump") else str(value)

@@ -54,6 +54,7 @@ class TrainConfig:
     export: bool = True
     version: int | None = None
     realworld_set: str | None = None  # client-like pictures for the INT8 twin's gate
+    corrections: str | None = None  # a MNIST_FEEDBACK_DIR: corrections from users to train on
     command: str = ""
 
 
@@ -134,6 +135,12 @@ def _parser(defaults: TrainConfig) -> argparse.ArgumentParser:
     )
     p.add_argument("--version", type=int, default=None, help="model version; unset: the next")
     p.add_argument("--realworld-set", help=REALWORLD_SET_HELP)
+    p.add_argument(
+        "--corrections",
+        help="a directory of corrections from users (the service's MNIST_FEEDBACK_DIR): a "
+        "fifth held out and measured against the serving version for the promotion gate, the "
+        "rest mixed into training",
+    )
     return p
 
 
@@ -162,6 +169,7 @@ class TrainingSet:
     val_images: Any
     val_labels: Any
     redrawn: Any  # uint8 (copies, N, 28, 28) or None
+    corrections: Any = None  # training.corrections.Corrections, with --corrections
 
 
 def prepare_training_set(config: TrainConfig, data: Any) -> TrainingSet:
@@ -172,10 +180,16 @@ def prepare_training_set(config: TrainConfig, data: Any) -> TrainingSet:
     train_x, train_y, val_x, val_y = split_validation(
         data.train_images, data.train_labels, config.validation_fraction, config.seed
     )
+    corrections = None
+    if config.corrections:
+        from training.corrections import Corrections
+
+        corrections = Corrections(Path(config.corrections))
+        train_x, train_y = corrections.mixed_into(train_x, train_y)
     redrawn = None
     if config.redrawn_copies:
         redrawn = augmented_pool(train_x, config.redrawn_copies, config.seed)
-    return TrainingSet(train_x, train_y, val_x, val_y, redrawn)
+    return TrainingSet(train_x, train_y, val_x, val_y, redrawn, corrections)
 
 
 def train_variant(
@@ -214,6 +228,9 @@ def train_variant(
         "train_seconds": round(seconds, 1),
         "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
     }
+    if training_set.corrections is not None:
+        variant_dir = Path(config.output_dir) / variant
+        result["evaluations"] = training_set.corrections.evaluation(model, variant_dir)
     if config.export:
         result["export_dir"] = str(_export(model, variant, config, data, setup, result))
     return result
@@ -278,6 +295,7 @@ def _export(
         training=training_record,
         data=data.describe(),
         version=config.version,
+        evaluations=result.get("evaluations", {}),
         int8_data=Int8Data.from_splits(
             data.train_images,
             data.test_images,

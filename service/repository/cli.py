@@ -20,8 +20,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from mnist_shared.manifest import list_versions
+from mnist_shared.promotion import DefaultVersion, choose_among
 from mnist_shared.serving_choice import SERVING_FILE, clear_choice, read_choice, write_choice
-from service.repository.promotion import DefaultVersion, choose_among
 from service.repository.variants import discover_variants
 from service.settings import Settings
 

@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 
 from mnist_shared.manifest import list_versions
+from mnist_shared.promotion import choose_among
 from mnist_shared.serving_choice import write_choice
 from service.errors import Conflict, NotFound, NotReady
 from service.metrics import Metrics
-from service.repository.promotion import choose_among
 from service.repository.registry_state import RegistryState
 from service.repository.variants import (
     LoadedModel,

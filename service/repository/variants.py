@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from mnist_shared.manifest import FP32, Manifest, list_versions
+from mnist_shared.promotion import DefaultVersion, Verdict
 from service.errors import NotFound
-from service.repository.promotion import DefaultVersion, Verdict
 from service.runtime.backends import installed_backends
 from service.runtime.batching import MicroBatcher
 from service.runtime.model_loading import Fingerprint

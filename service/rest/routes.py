@@ -137,6 +137,7 @@ async def models(repository: RepositoryDep, dataplane: DataPlaneDep) -> dict[str
         "models": repository.describe(),
         "digit_check": dataplane.digit_verdicts.describe(),
         "experiments": dataplane.experiments.describe(),
+        "feedback": dataplane.feedback.enabled,
     }
 
 

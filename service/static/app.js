@@ -121,6 +121,9 @@ function render(body, milliseconds) {
     image.src = `data:image/png;base64,${preview}`;
     image.hidden = false;
   }
+  const versions = Object.fromEntries(
+    Object.entries(results).map(([variant, result]) => [variant, result.model_version]));
+  offerCorrection(preview, body.variant, versions);
   document.getElementById("latency").textContent =
     `Answered in ${milliseconds.toFixed(0)} ms (${body.backend || "onnx"} backend).`;
 }
@@ -151,12 +154,65 @@ function showReading(body, milliseconds) {
     caption.textContent = found.looks_like_digit === false
       ? `${found.digit}? does not look like a digit`
       : `${found.digit} · ${(found.confidence * 100).toFixed(0)}%`;
-    figure.append(image, caption);
+    figure.append(image, caption, correctionSelect(found.input, body.variant,
+      { [body.variant]: body.model_version }));
     return figure;
   });
   document.getElementById("number-digits").replaceChildren(...seen);
   document.getElementById("latency").textContent =
     `Answered in ${milliseconds.toFixed(0)} ms (${body.backend} backend).`;
+}
+
+// Corrections (POST /feedback, kept only where the server's operator turned it on): the 28x28
+// picture the model read and the right digit, for retraining. The photo is never sent.
+let feedbackOn = false;
+let seen = null;
+fetch("/models").then((r) => r.json()).then((body) => { feedbackOn = body.feedback === true; });
+
+async function sendCorrection(input, label, variant, versions) {
+  const response = await fetch("/feedback", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ input, label: Number(label), variant, versions }),
+  });
+  if (response.ok) return "Thank you: kept for the next training.";
+  const body = await response.json().catch(() => ({}));
+  return body.error || `The service answered ${response.status}.`;
+}
+
+function offerCorrection(input, variant, versions) {
+  seen = input ? { input, variant, versions } : null;
+  const form = document.getElementById("correct");
+  form.hidden = !(feedbackOn && seen);
+  document.getElementById("correct-status").textContent = "";
+  document.getElementById("correct-digit").value = "";
+}
+
+document.getElementById("correct").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const label = document.getElementById("correct-digit").value;
+  if (!seen || label === "") return;
+  document.getElementById("correct-status").textContent =
+    await sendCorrection(seen.input, label, seen.variant, seen.versions);
+});
+
+function correctionSelect(input, variant, versions) {
+  const select = document.createElement("select");
+  select.className = "correct-digit";
+  select.title = "Wrong? Choose the right digit";
+  select.hidden = !feedbackOn;
+  select.append(...["right digit?", ..."0123456789"].map((text, index) => {
+    const option = document.createElement("option");
+    option.value = index ? text : "";
+    option.textContent = text;
+    return option;
+  }));
+  select.addEventListener("change", async () => {
+    if (select.value === "") return;
+    select.title = await sendCorrection(input, select.value, variant, versions);
+    select.disabled = true;
+  });
+  return select;
 }
 
 async function predict(blob, name) {

@@ -12,7 +12,7 @@ import pytest
 
 from devtools.committed import committed_models
 from mnist_shared.manifest import Manifest
-from service.repository.promotion import TEST_SPLIT, choose_default, judge
+from mnist_shared.promotion import TEST_SPLIT, choose_default, judge
 
 
 @pytest.fixture

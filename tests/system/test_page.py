@@ -242,3 +242,45 @@ def test_docs_render_offline(page, server):
     page.wait_for_selector(".opblock", timeout=15_000)
     assert page.locator(".opblock-summary-path", has_text="/predict").count() >= 1
     _only_own_origin(page, server)
+
+
+def test_a_correction_made_in_the_page_is_kept_for_training(browser, tmp_path):
+    """With MNIST_FEEDBACK_DIR set, the page offers "the right digit is"; what it sends is what
+    `mnist-train --corrections` reads (tests/system/test_train_export.py trains on such files)."""
+    from playwright.sync_api import expect
+
+    from devtools.committed import committed_models
+    from devtools.servers import Server
+    from mnist_shared.corrections import load_corrections
+
+    feedback = tmp_path / "feedback"
+    server = Server(committed_models(), env={"MNIST_FEEDBACK_DIR": str(feedback)})
+    try:
+        server.wait_loaded()
+        context = browser.new_context(viewport={"width": 1000, "height": 760})
+        page = context.new_page()
+        page.goto(server.url + "/")
+        _draw(page, [(140, 40 + 10 * i) for i in range(21)])
+        _expect_digit(page, 1)
+        expect(page.locator("#correct")).to_be_visible()
+        page.select_option("#correct-digit", "7")
+        page.click("#correct button")
+        expect(page.locator("#correct-status")).to_have_text(
+            "Thank you: kept for the next training."
+        )
+        context.close()
+    finally:
+        server.stop()
+    training, held_out = load_corrections(feedback)
+    (correction,) = training + held_out
+    assert correction.label == 7 and correction.variant == "all"
+    assert correction.versions == dict.fromkeys(VARIANTS, 3)
+    assert correction.pixels.shape == (28, 28) and correction.pixels.max() > 200
+
+
+def test_the_page_offers_no_correction_where_feedback_is_off(page, server):
+    from playwright.sync_api import expect
+
+    _draw(page, [(140, 40 + 10 * i) for i in range(21)])
+    _expect_digit(page, 1)
+    expect(page.locator("#correct")).to_be_hidden()

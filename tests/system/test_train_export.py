@@ -178,3 +178,31 @@ def test_help_lists_defaults_without_importing_tensorflow(module):
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
     assert output.rstrip().endswith("NO TF")
     assert "(default: " in output and "{group,instance,layer" in output
+
+
+def test_corrections_are_trained_on_and_their_held_out_share_measured(small_mnist, mnist, tmp_path):
+    """Corrections from users (as POST /feedback keeps them): a share held out, measured by the
+    new model and by the version serving before, and recorded for the promotion gate."""
+    import shutil
+
+    from devtools.committed import committed_models
+    from mnist_shared.corrections import Correction, is_held_out, save_correction
+    from mnist_shared.promotion import choose_default
+
+    feedback = tmp_path / "feedback"
+    for index in range(40):
+        digit = mnist.test_images[2000 + index]
+        label = int(mnist.test_labels[2000 + index])
+        save_correction(feedback, Correction(digit, label, "group", {"group": 3}, "2026-12-06"))
+    held_out = sum(is_held_out(path.name) for path in feedback.glob("*.json"))
+    assert 0 < held_out < 40
+    out = tmp_path / "models"
+    shutil.copytree(committed_models() / "group" / "3", out / "group" / "3")
+    assert _train(small_mnist, out, "--corrections", str(feedback)) == 0
+    manifest = Manifest.read(out / "group" / "4")
+    evaluation = manifest.evaluations["corrections (held out)"]
+    assert evaluation.pictures == held_out and 0 <= evaluation.accuracy <= 1
+    assert evaluation.baseline_version == 3 and evaluation.baseline_accuracy >= 0.9
+    serving = Manifest.read(out / "group" / "3")
+    _, verdicts = choose_default({3: serving, 4: manifest}, always=False, tolerance_points=0.1)
+    assert "corrections (held out)" in verdicts[4].figures

@@ -1,16 +1,18 @@
 """Which version of a variant requests naming none get: a new version takes over only if it is
 no worse than the one it would replace, on the same evaluations (the promotion gate).
 
-Every exported version carries its figures in its manifest: accuracy on the test split and,
-where export was given the client-picture set, on each kind of client picture (fp32's, as the
-INT8 gate measured them). Versions are taken oldest first: the oldest is the first default (a
-first version keeps today's behaviour), and each newer one replaces the default only if, on
-every evaluation both were measured on with the same number of pictures, it is at most
-MNIST_PROMOTION_TOLERANCE points below it. One that is not is a candidate: loaded, reachable
-with `version=N`, shown in `/models` with both versions' figures and the reasons.
-MNIST_PROMOTION=always makes the newest the default whatever its figures (the behaviour before
-the gate). An operator's choice (`mnist-models promote|rollback`, or the repository API's load
-with a version), kept in `serving.json` beside the versions, overrides the gate.
+Every exported version carries its figures in its manifest: accuracy on the test split, where
+export was given the client-picture set on each kind of client picture (fp32's, as the INT8
+gate measured them), and where it was trained with corrections from users on the share of them
+held out, beside the default version's accuracy on the same pictures. Versions are taken oldest
+first: the oldest is the first default (a first version keeps today's behaviour), and each
+newer one replaces the default only if, on every evaluation both were measured on with the same
+number of pictures, it is at most MNIST_PROMOTION_TOLERANCE points below it. One that is not is
+a candidate: loaded, reachable with `version=N`, shown in `/models` with both versions' figures
+and the reasons. MNIST_PROMOTION=always makes the newest the default whatever its figures (the
+behaviour before the gate). An operator's choice (`mnist-models promote|rollback`, or the
+repository API's load with a version), kept in `serving.json` beside the versions, overrides
+the gate.
 """
 
 from __future__ import annotations
@@ -64,7 +66,20 @@ def figures(manifest: Manifest) -> dict[str, tuple[float, int]]:
                     int(row.get("pictures", 0)),
                 )
         break
+    for name, evaluation in manifest.evaluations.items():
+        measured[name] = (evaluation.accuracy, evaluation.pictures)
     return measured
+
+
+def _baselines(new: Manifest, default: Manifest) -> dict[str, tuple[float, float]]:
+    """(new's, the default's) accuracy on evaluations export measured both on: `new`'s
+    evaluations whose baseline is `default` (held-out corrections it was trained beside)."""
+    return {
+        name: (evaluation.accuracy, evaluation.baseline_accuracy)
+        for name, evaluation in new.evaluations.items()
+        if evaluation.baseline_version == default.version
+        and evaluation.baseline_accuracy is not None
+    }
 
 
 def judge(new: Manifest, default: Manifest, tolerance_points: float) -> Verdict:
@@ -73,6 +88,10 @@ def judge(new: Manifest, default: Manifest, tolerance_points: float) -> Verdict:
     shared = [name for name in theirs if name in ours and ours[name][1] == theirs[name][1]]
     percent = {name: round(100 * ours[name][0], 2) for name in shared}
     against = {name: round(100 * theirs[name][0], 2) for name in shared}
+    for name, (accuracy, baseline) in _baselines(new, default).items():
+        if name not in shared:
+            shared.append(name)
+            percent[name], against[name] = round(100 * accuracy, 2), round(100 * baseline, 2)
     if not shared:
         reason = (
             f"measured on no evaluation of the same size as version {default.version} "
