@@ -18,7 +18,6 @@ more than 250 MB, the light p99 over 150 ms, or the process alive 8 s after SIGT
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import signal
@@ -30,16 +29,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import httpx
-import numpy as np
-from PIL import Image
 
 from benchmarks.harness import wrk_missing
 from benchmarks.hostile import LIGHT_SCRIPT, wrk, wrk_latency
 from devtools.committed import committed_models
 from devtools.payloads import multipart, sample_png
-from devtools.pictures.hostile import dot_grid, many_small_digits, strip_bomb_tiff, tile_bomb_tiff
+from devtools.pictures.hostile import (
+    dot_grid,
+    many_small_digits,
+    strip_bomb_tiff,
+    tile_bomb_tiff,
+    wide_strokes,
+)
 from devtools.servers import cpu_seconds, free_port, rss_mb, start_service
 
 MAX_ANSWER_S, MAX_CPU_AFTER_S, MAX_RSS_GROWTH_MB, MAX_LIGHT_P99_MS, MAX_EXIT_S = 6, 2, 250, 150, 8
@@ -65,7 +67,7 @@ def attacks() -> dict[str, Attack]:
     v2 = header + len(grid).to_bytes(4, "little") + grid
     v2_headers = {"content-type": "application/octet-stream",
                   "inference-header-content-length": str(len(header))}  # fmt: skip
-    zigzags, zigzags_type = multipart([_zigzag_number()] * 64)
+    zigzags, zigzags_type = multipart([wide_strokes(3)] * 64)
     return {
         "100x100 dots every 3 px + 2 bar columns": Attack("/read", png, grid),
         "140x140 the same shape": Attack("/read", png, dot_grid(140, 3, bar_columns=2)),
@@ -82,18 +84,6 @@ def attacks() -> dict[str, Attack]:
         "TIFF 4000x4000 of 1M 4x4 tiles": Attack("/predict", tiff, tile_bomb_tiff()),
         "TIFF 16x1M of 1M strips": Attack("/predict", tiff, strip_bomb_tiff()),
     }
-
-
-def _zigzag_number() -> bytes:
-    """Three wide strokes that look like no digit: the judged cut tries every piece of each
-    (about 0.2 s of CPU a picture: 64 of them outlast the deadline)."""
-    pixels = np.full((320, 320), 255, np.uint8)
-    for left in (4, 88, 172):
-        points = [[left + k, 100 if k % 6 < 3 else 110] for k in range(0, 78, 2)]
-        cv2.polylines(pixels, [np.array(points, np.int32)], False, 0, 2)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def send(url: str, attack: Attack) -> tuple[str, float]:

@@ -5,6 +5,8 @@ tests and `benchmarks/hostile.py`.
   optionally with columns of short bars one pixel apart, which merge into their column one at
   a time (a cascade: each merge makes the next one possible).
 - `many_small_digits`: rows of tiny rings, each a plausible digit on its own.
+- `wide_strokes` / `zigzag_stroke`: strokes as wide as many digits that look like none, so
+  that the digit check is asked about every way of cutting them.
 - `tile_bomb_tiff` / `strip_bomb_tiff`: a TIFF whose million tiles or strips all point at one
   block of bytes: a few MB that declare an ordinary picture and cost a decoder a loop of a
   million steps.
@@ -45,6 +47,26 @@ def many_small_digits(side: int, cell: int = 16) -> bytes:
     ring = np.full((2 * cell, cell), PAPER, np.uint8)
     cv2.ellipse(ring, (cell // 2, cell), (cell // 3, cell // 2), 0, 0, 360, INK, 2)
     return _png(np.tile(ring, (side // (2 * cell), side // cell)))
+
+
+def wide_strokes(count: int, digit_widths: float = 10, height: int = 12) -> bytes:
+    """PNG, 320x320: `count` zigzag strokes side by side, each as wide as `digit_widths`
+    digits of its `height` (about 0.2 s of judged cuts a picture for three of ten)."""
+    pixels = np.full((320, 320), PAPER, np.uint8)
+    x, width = 4, int(digit_widths * 0.65 * height)
+    for _ in range(count):
+        points = [[x + k, 100 + (0 if k % 6 < 3 else height - 2)] for k in range(0, width, 2)]
+        cv2.polylines(pixels, [np.array(points, np.int32)], False, INK, 2)
+        x += width + 6
+    return _png(pixels, bilevel=False)
+
+
+def zigzag_stroke() -> bytes:
+    """PNG, 320x120: one thick zigzag across the picture, touching digits that are none."""
+    pixels = np.full((120, 320), PAPER, np.uint8)
+    points = [[10 + k, 30 if k % 24 < 12 else 90] for k in range(0, 300, 6)]
+    cv2.polylines(pixels, [np.array(points, np.int32)], False, INK, 4)
+    return _png(pixels, bilevel=False)
 
 
 def tile_bomb_tiff(side: int = 4000, tile: int = 4) -> bytes:
@@ -89,7 +111,8 @@ def _tiff(
     return header + ifd + block + offsets + counts
 
 
-def _png(pixels: np.ndarray) -> bytes:
+def _png(pixels: np.ndarray, bilevel: bool = True) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(pixels).convert("1").save(buffer, "PNG", optimize=True)
+    image = Image.fromarray(pixels)
+    (image.convert("1") if bilevel else image).save(buffer, "PNG", optimize=bilevel)
     return buffer.getvalue()

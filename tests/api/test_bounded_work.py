@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from devtools.pictures.hostile import dot_grid, strip_bomb_tiff, tile_bomb_tiff
+from devtools.pictures.hostile import dot_grid, strip_bomb_tiff, tile_bomb_tiff, zigzag_stroke
 from devtools.pictures.numbers import sample_numbers
 from service.dataplane import decode_work, decoding
 from service.dataplane.decoding import Limits
@@ -117,7 +117,7 @@ def test_a_reading_past_its_deadline_stops_inside_segmentation(app_client, monke
     released = threading.Event()
     monkeypatch.setattr(DigitCheck, "judge", slow_judge)
     client = app_client(request_timeout_s=0.3)
-    touching = _touching_number()
+    touching = zigzag_stroke()
     response = client.post("/read?variant=group", files=_files(touching))
     assert response.status_code == 504, response.text
     assert not running.is_set()  # answered only once the thread's work stopped
@@ -186,15 +186,3 @@ def test_a_reading_never_holds_up_a_pictures_decoding(numbers):
         return decoded.digits
 
     assert asyncio.run(both()).shape == (1, 28, 28)
-
-
-def _touching_number() -> bytes:
-    """Three zigzag strokes touching: a wide mark the judge is asked about many times."""
-    import cv2
-
-    pixels = np.full((120, 320), 255, np.uint8)
-    points = [[10 + k, 30 if k % 24 < 12 else 90] for k in range(0, 300, 6)]
-    cv2.polylines(pixels, [np.array(points, np.int32)], False, 0, 4)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()

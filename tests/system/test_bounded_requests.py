@@ -7,19 +7,21 @@ The figures (seconds of CPU, RSS, a light client's p99 beside each attack) are
 
 from __future__ import annotations
 
-import io
 import signal
 import threading
 import time
 
-import cv2
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
 
 from devtools.committed import committed_models
-from devtools.pictures.hostile import dot_grid, many_small_digits, strip_bomb_tiff, tile_bomb_tiff
+from devtools.pictures.hostile import (
+    dot_grid,
+    many_small_digits,
+    strip_bomb_tiff,
+    tile_bomb_tiff,
+    zigzag_stroke,
+)
 from devtools.servers import cpu_seconds, free_port, start_service
 
 GRACE_S = 2
@@ -38,20 +40,6 @@ def service():
     if process.poll() is None:
         process.kill()
         process.wait()
-
-
-def _png(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def _zigzag_number() -> bytes:
-    """A wide stroke that looks like no digit: the judged cut tries its pieces."""
-    pixels = np.full((120, 320), 255, np.uint8)
-    points = [[10 + k, 30 if k % 24 < 12 else 90] for k in range(0, 300, 6)]
-    cv2.polylines(pixels, [np.array(points, np.int32)], False, 0, 4)
-    return _png(pixels)
 
 
 def test_small_hostile_pictures_are_answered_within_the_deadline(service):
@@ -76,7 +64,7 @@ def test_small_hostile_pictures_are_answered_within_the_deadline(service):
 
 def test_sigterm_with_readings_in_flight_ends_the_process_within_its_grace(service):
     process, url = service
-    files = [("file", (f"n{i}.png", _zigzag_number(), "image/png")) for i in range(64)]
+    files = [("file", (f"n{i}.png", zigzag_stroke(), "image/png")) for i in range(64)]
     answers: list[int | str] = []
 
     def read() -> None:

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from devtools.pictures.hostile import dot_grid, many_small_digits
+from devtools.pictures.hostile import dot_grid, many_small_digits, wide_strokes
 from devtools.pictures.numbers import sample_numbers
 from mnist_shared.ink import NoDigitFound
 from mnist_shared.marks import MAX_MARKS, TooManyMarks, WorkStopped, find_marks
@@ -105,7 +105,7 @@ def test_too_many_marks_are_refused_before_merging():
 def test_wide_marks_are_judged_within_the_digit_budget():
     """Marks as wide as many digits, none looking like one: the pieces tried grow with the
     digits the picture may hold, and past the budget it is refused before any is tried."""
-    data = _zigzags(count=3, digit_widths=10)
+    data = wide_strokes(3)
     judge = CountingJudge()
     found = _read(data, judge=judge, max_digits=64)
     assert 1 <= len(found) <= 64
@@ -125,7 +125,7 @@ def test_many_small_digits_are_refused_past_the_budget():
 
 
 def test_a_set_stop_signal_ends_the_reading_at_its_next_check():
-    data = _zigzags(count=3, digit_widths=10)
+    data = wide_strokes(3)
     whole = Counting()
     _read(data, judge=CountingJudge(), stop=whole)
     for after in (1, whole.checks // 3, whole.checks - 1):
@@ -142,7 +142,7 @@ def test_the_worst_picture_costs_little_more_than_an_ordinary_number(mnist):
     for data in (
         dot_grid(320, 3),
         dot_grid(120, 3, dot=2),
-        _zigzags(3, 10),
+        wide_strokes(3),
         many_small_digits(320),
     ):
         cost = _cpu_s(lambda data=data: _read(data, judge=CountingJudge()))
@@ -173,19 +173,6 @@ def test_random_ink_costs_steps_bounded_by_marks_and_digits(seed, side, density,
     assert len(found) <= 64
     assert judge.frames <= 40 * 64 + 64
     assert stop.checks <= 3 * MAX_MARKS + judge.frames + judge.calls + 8
-
-
-def _zigzags(count: int, digit_widths: int, height: int = 12) -> bytes:
-    """`count` zigzag strokes, each as wide as `digit_widths` digits of its height."""
-    pixels = np.full((320, 320), 255, np.uint8)
-    x, width = 4, int(digit_widths * 0.65 * height)
-    for _ in range(count):
-        points = [[x + k, 100 + (0 if k % 6 < 3 else height - 2)] for k in range(0, width, 2)]
-        cv2.polylines(pixels, [np.array(points, np.int32)], False, 0, 2)
-        x += width + 6
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def _component_count(ink: np.ndarray) -> int:
