@@ -18,9 +18,14 @@ the gate.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from mnist_shared.manifest import Manifest
 from mnist_shared.serving_choice import SERVING_FILE, ServingChoice, read_choice
@@ -119,8 +124,18 @@ class DefaultVersion:
     note: str = ""  # why an operator's choice does not apply
 
 
+# A second opinion on a verdict the manifests passed: (new, default) -> reasons it is worse
+# after all (the service measures both on its gate sample), empty when it is not.
+Recheck = Callable[[Manifest, Manifest], list[str]]
+
+
 def choose_among(
-    variant_dir: Path, versions: list[int], *, always: bool, tolerance_points: float
+    variant_dir: Path,
+    versions: list[int],
+    *,
+    always: bool,
+    tolerance_points: float,
+    recheck: Recheck | None = None,
 ) -> DefaultVersion:
     """`choose_default` over the manifests of `versions` in `variant_dir` (one that cannot be
     read is left out: loading it says what is wrong), unless an operator chose a version
@@ -129,7 +144,7 @@ def choose_among(
     for version in versions:
         with contextlib.suppress(OSError, ValueError):
             manifests[version] = Manifest.read(variant_dir / str(version))
-    default, verdicts = choose_default(manifests, always, tolerance_points)
+    default, verdicts = choose_default(manifests, always, tolerance_points, recheck)
     try:
         choice = read_choice(variant_dir)
     except ValueError as error:
@@ -146,7 +161,10 @@ def choose_among(
 
 
 def choose_default(
-    manifests: dict[int, Manifest], always: bool, tolerance_points: float
+    manifests: dict[int, Manifest],
+    always: bool,
+    tolerance_points: float,
+    recheck: Recheck | None = None,
 ) -> tuple[int | None, dict[int, Verdict]]:
     """The default version out of `manifests` (the versions that may serve) and the verdict of
     each version newer than the first (see the module's docstring)."""
@@ -158,7 +176,41 @@ def choose_default(
     default, verdicts = versions[0], {}
     for version in versions[1:]:
         verdict = judge(manifests[version], manifests[default], tolerance_points)
+        reasons = recheck(manifests[version], manifests[default]) if recheck else []
+        if verdict.passed and reasons:
+            verdict = dataclasses.replace(verdict, passed=False, reasons=reasons)
         verdicts[version] = verdict
         if verdict.passed:
             default = version
     return default, verdicts
+
+
+# The service's own evaluation of every version it loads, whatever its manifest says: 1,000
+# MNIST test digits (a seeded draw) in models/gate_sample.npz.
+GATE_SAMPLE = "gate_sample.npz"
+
+
+def load_gate_sample(models_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """(uint8 (N, 28, 28) digits, labels) of `models_dir`'s gate sample; None without one."""
+    try:
+        with np.load(models_dir / GATE_SAMPLE) as sample:
+            return sample["images"], sample["labels"].astype(np.int64)
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def sample_reasons(
+    new: tuple[int, float], default: tuple[int, float], pictures: int, tolerance_points: float
+) -> list[str]:
+    """Why version `new` (number, accuracy on the gate sample) is worse than `default` after
+    all: lower by more than the tolerance and two standard errors of the difference."""
+    (version, accuracy), (default_version, default_accuracy) = new, default
+    spread = 2 * math.sqrt(2 * default_accuracy * (1 - default_accuracy) / pictures)
+    drop = 100 * (default_accuracy - accuracy)
+    if drop <= tolerance_points + 100 * spread:
+        return []
+    return [
+        f"on the service's gate sample of {pictures} test digits version {version} reads "
+        f"{100 * accuracy:.2f}% against {100 * default_accuracy:.2f}% for version "
+        f"{default_version}, whatever its manifest says"
+    ]

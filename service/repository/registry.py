@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 
 from mnist_shared.manifest import list_versions
-from mnist_shared.promotion import choose_among
 from mnist_shared.serving_choice import write_choice
 from service.errors import Conflict, NotFound, NotReady
 from service.metrics import Metrics
+from service.repository.defaults import DefaultVersions
 from service.repository.registry_state import RegistryState
 from service.repository.variants import (
     LoadedModel,
@@ -53,6 +53,7 @@ class ModelRegistry(RegistryState):
         self.policy = VersionPolicy.parse(settings.version_policy)
         self._retiring: set[LoadedModel] = set()
         self._background: set[asyncio.Task[None]] = set()
+        self._defaults = DefaultVersions(settings, metrics, self.policy)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -98,13 +99,13 @@ class ModelRegistry(RegistryState):
             on_disk = list_versions(self._variant_dir(variant))
             self._forget_stale_failures(record, on_disk, retry_failed)
             while not record.unloaded:
-                self._choose_default(record, on_disk)
-                wanted = self._wanted(record, on_disk)
+                self._defaults.choose(record, on_disk, self._variant_dir(variant))
+                wanted = self._defaults.wanted(record, on_disk)
                 missing = [version for version in wanted if version not in record.serving]
                 if not missing:
                     break
                 await self._load(record, missing[-1])  # newest first: it is what `latest` serves
-            wanted = [] if record.unloaded else self._wanted(record, on_disk)
+            wanted = [] if record.unloaded else self._defaults.wanted(record, on_disk)
             self._retire(record, [version for version in record.serving if version not in wanted])
 
     async def load_now(self, variant: str) -> None:
@@ -219,38 +220,6 @@ class ModelRegistry(RegistryState):
             raise NotFound(f"unknown model {variant!r}: served models are {known}.")
         return self._variants[variant]
 
-    def _choose_default(self, record: VariantRecord, on_disk: list[int]) -> None:
-        """The version requests naming none get, by the promotion gate (`promotion`), among
-        the versions that did not fail (and, with a `specific` policy, that it names)."""
-        usable = [version for version in on_disk if version not in record.failures]
-        if self.policy.latest is None:
-            usable = [version for version in usable if version in self.policy.specific]
-        settings = self._settings
-        chosen = choose_among(
-            self._variant_dir(record.name),
-            usable,
-            always=settings.promotion == "always",
-            tolerance_points=settings.promotion_tolerance,
-        )
-        for version in chosen.verdicts.keys() - record.verdicts.keys():
-            if not chosen.verdicts[version].passed:
-                logger.warning("%s version %d is a candidate: %s", record.name, version,
-                               chosen.verdicts[version].summary())  # fmt: skip
-        if chosen.note and chosen.note != record.chosen.note:
-            logger.warning("%s: %s", record.name, chosen.note)
-        record.chosen = chosen
-        self._metrics.candidates.labels(variant=record.name).set(len(record.candidates))
-
-    def _wanted(self, record: VariantRecord, on_disk: list[int]) -> list[int]:
-        """The versions to serve: the policy's, the default, and after an operator's choice
-        the default before it (a rollback then serves at once)."""
-        wanted = set(self.policy.select(on_disk, failed=record.failures))
-        choice = record.chosen.choice
-        for version in (record.default, choice.previous if choice else None):
-            if version in on_disk and version not in record.failures:
-                wanted.add(version)
-        return sorted(wanted)
-
     def _forget_stale_failures(
         self, record: VariantRecord, on_disk: list[int], everything: bool
     ) -> None:
@@ -268,6 +237,7 @@ class ModelRegistry(RegistryState):
             manifest, backends = await asyncio.to_thread(
                 load_version, version_dir, threads, self._settings.lone_session_threads
             )
+            sample_accuracy = await asyncio.to_thread(self._defaults.sample_accuracy, backends)
         except LoadFailed as error:
             record.failures[version] = VersionFailure(str(error), files)
             self._metrics.load_failures.labels(variant=record.name).inc()
@@ -275,7 +245,7 @@ class ModelRegistry(RegistryState):
             return
         finally:
             record.loading.discard(version)
-        model = LoadedModel(record.name, version_dir, manifest)
+        model = LoadedModel(record.name, version_dir, manifest, sample_accuracy=sample_accuracy)
         for backend in backends:
             self._add_batcher(model, backend)
         record.serving = {**record.serving, version: model}  # the swap: one assignment

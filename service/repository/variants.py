@@ -30,6 +30,7 @@ class LoadedModel:
     # By (backend, precision): ("onnx", "fp32"), ("onnx", "int8"), ("savedmodel", "fp32").
     batchers: dict[tuple[str, str], MicroBatcher] = field(default_factory=dict)
     users: int = 0  # requests using this version now; it retires when they are done
+    sample_accuracy: float | None = None  # fp32, on the gate sample (`promotion`), if any
 
     @property
     def version(self) -> int:
@@ -81,6 +82,7 @@ class LoadedModel:
             "output": manifest.output.model_dump(),
             "test_accuracy": manifest.test_accuracy,
             "test_samples": manifest.test_samples,
+            "gate_sample_accuracy": self.sample_accuracy,
             "created_at": manifest.created_at,
         }
 

@@ -224,3 +224,43 @@ def test_without_a_candidate_nothing_is_tried(app_client, models):
     client = app_client(models_dir=models, digit_check=False, canary_percent=100, shadow=True)
     assert _predicted_version(client) == 3
     assert client.get("/models").json()["experiments"]["candidates"] == {}
+
+
+def test_a_hand_edited_manifest_cannot_promote_a_worse_model(app_client, models):
+    """Version 4 claims 99.9% but is another model: on the gate sample (here pictures labelled
+    by version 3's own readings) it reads far worse, and stays a candidate."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from mnist_shared.preprocessing import scale_pixels
+    from mnist_shared.promotion import GATE_SAMPLE
+
+    other = committed_models() / "layer" / "3"
+    shutil.copytree(other, models / "group" / "4")
+    claimed = Manifest.read(other).model_copy(
+        update={"variant": "group", "version": 4, "test_accuracy": 0.999, "precisions": {}}
+    )
+    claimed.write(models / "group" / "4")
+    images = np.random.default_rng(5).integers(0, 256, (300, 28, 28), dtype=np.uint8)
+    session = ort.InferenceSession(str(models / "group" / "3" / "model.onnx"))
+    labels = session.run(None, {"image": scale_pixels(images)})[0].argmax(axis=1)
+    np.savez_compressed(models / GATE_SAMPLE, images=images, labels=labels.astype(np.uint8))
+    client = app_client(models_dir=models, digit_check=False)
+    assert _predicted_version(client) == 3
+    (group,) = client.get("/models").json()["models"]
+    (verdict,) = group["promotion"]
+    assert verdict["promoted"] is False
+    assert verdict["reasons"][0].startswith(
+        "on the service's gate sample of 300 test digits version 4 reads"
+    )
+    assert "against 100.00% for version 3, whatever its manifest says" in verdict["reasons"][0]
+
+
+def test_the_committed_gate_sample_agrees_with_the_committed_manifests(app_client):
+    """The service's own measure of each committed version is within three standard errors of
+    what its manifest claims on the whole test split."""
+    client = app_client()
+    for entry in client.get("/models").json()["models"]:
+        measured, claimed = entry["gate_sample_accuracy"], entry["test_accuracy"]
+        error = (claimed * (1 - claimed) / 1000) ** 0.5
+        assert abs(measured - claimed) <= 3 * error, entry["variant"]
