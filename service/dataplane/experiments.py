@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from service.dataplane.admission import Admission
+from service.errors import Overloaded
 from service.metrics import Metrics
 from service.repository.variants import LoadedModel
 from service.settings import Settings
@@ -101,6 +102,7 @@ class Experiments:
         if candidate.variant in self._running or len(images) > room:
             record.skipped += 1
             return
+        self._running.add(candidate.variant)  # before the task starts: one at a time
         task = asyncio.create_task(self._shadow_run(candidate, images, answer, infer))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -109,8 +111,12 @@ class Experiments:
         self, candidate: LoadedModel, images: np.ndarray, answer: np.ndarray, infer: Infer
     ) -> None:
         record, variant = self._record(candidate), candidate.variant
-        self._running.add(variant)
-        self._admission.admit(len(images))
+        try:
+            self._admission.admit(len(images))  # the queue may have filled since `mirror`
+        except Overloaded:
+            record.skipped += 1
+            self._running.discard(variant)
+            return
         started = time.perf_counter()
         try:
             probabilities = await infer(candidate, images)
