@@ -16,6 +16,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError
 
+from mnist_shared.manifest import list_versions
+
 SERVING_FILE = "serving.json"
 
 
@@ -39,7 +41,14 @@ def read_choice(variant_dir: Path) -> ServingChoice | None:
 
 
 def write_choice(variant_dir: Path, version: int, previous: int | None, action: str) -> None:
-    """Record `version` as the default, atomically (a temporary file renamed into place)."""
+    """Record `version` as the default, atomically (a temporary file renamed into place);
+    ValueError when that version is not on disk."""
+    on_disk = list_versions(variant_dir)
+    if version not in on_disk:
+        raise ValueError(
+            f"version {version} of {variant_dir.name!r} is not on disk (on disk: "
+            f"{', '.join(map(str, on_disk)) or 'none'})"
+        )
     choice = ServingChoice(
         version=version,
         previous=previous,

@@ -93,12 +93,6 @@ def _rollback(settings: Settings, names: list[str], args: argparse.Namespace) ->
 
 def _choose(settings: Settings, variant: str, version: int, action: str) -> int:
     variant_dir = settings.models_dir / variant
-    on_disk = list_versions(variant_dir)
-    if version not in on_disk:
-        raise ValueError(
-            f"version {version} of {variant!r} is not on disk (on disk: "
-            f"{', '.join(map(str, on_disk)) or 'none'})"
-        )
     previous = _default(settings, variant).version
     write_choice(variant_dir, version, previous, action)
     print(f"{variant}: {action} to version {version} (was {previous}); written to "

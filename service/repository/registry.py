@@ -128,14 +128,12 @@ class ModelRegistry(RegistryState):
         kept in `serving.json`), loaded now; LoadFailed saying why it cannot be. Returns the
         action recorded."""
         record = self._known(variant)
-        variant_dir = self._variant_dir(variant)
-        on_disk = list_versions(variant_dir)
-        if version not in on_disk:
-            listed = ", ".join(map(str, on_disk)) or "none"
-            raise LoadFailed(f"version {version} of {variant!r} is not on disk (on disk: {listed})")
         previous = record.default
         action = "rollback" if previous is not None and version < previous else "promote"
-        write_choice(variant_dir, version, previous, action)
+        try:
+            write_choice(self._variant_dir(variant), version, previous, action)
+        except ValueError as error:
+            raise LoadFailed(str(error)) from None
         await self.sync(variant, retry_failed=True, load=True)
         if record.default != version or version not in record.serving:
             failure = record.failures.get(version)
