@@ -10,7 +10,8 @@ FROM ${PYTHON_IMAGE} AS base
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    ORT_DISABLE_TELEMETRY=1
 WORKDIR /app
 # Requirements come from pyproject.toml alone, so the dependency layers below are rebuilt only
 # when it changes, not on every code edit.
@@ -43,7 +44,7 @@ EXPOSE 8000 8001
 # Liveness only: readiness (/health/ready) is for load balancers, which should stop routing to
 # a replica that is loading; restarting it would not help.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('MNIST_PORT', '8000') + '/health/live', timeout=2)"]
+    CMD ["python", "-m", "service.healthcheck"]
 # Exec form: python is PID 1 and receives SIGTERM; uvicorn then stops accepting connections
 # and finishes in-flight requests (up to 10 s) before exiting.
 STOPSIGNAL SIGTERM
@@ -53,9 +54,9 @@ FROM base AS train
 RUN pip install -r /tmp/train.txt
 COPY mnist_shared/ mnist_shared/
 COPY training/ training/
-RUN mkdir -p /app/models && chown 10001 /app/models
+RUN mkdir -p /app/models /app/runs && chown 10001 /app/models /app/runs
 USER 10001
-VOLUME ["/app/models"]
+VOLUME ["/app/models", "/app/runs"]
 ENTRYPOINT ["python", "-m", "training.train"]
 CMD ["--variant", "all", "--output-dir", "/app/models"]
 

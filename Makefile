@@ -2,6 +2,7 @@
 #   make run    install the serving extra and start the API on the committed models
 #   make test   install everything (dev extra) and run lint + the test suite
 #   make train  retrain all three variants into models/ (new versions; ARGS=... to choose)
+#   make test-deploy  build the images and run docker-compose.yml for real (Docker or podman)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -14,7 +15,7 @@ PEER_VENVS ?= .venv-peers
 MNIST_DATA_DIR ?= $(abspath $(wildcard ../shared/data/mnist))
 export MNIST_DATA_DIR
 
-.PHONY: run test lint train bench grpc-stubs clean
+.PHONY: run test test-deploy lint train bench grpc-stubs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +50,20 @@ lint: $(VENV)/.dev-installed
 
 test: lint $(RAY_VENV)/.installed
 	MNIST_RAY_VENV=$(RAY_VENV) $(BIN)/python -m pytest
+
+# Docker where its daemon runs; else podman and docker-compose, installed here when missing (on
+# Debian, as root). devtools.containers builds both images first, showing the build.
+CONTAINER_TOOLS := podman catatonit debootstrap docker-compose
+test-deploy: $(VENV)/.dev-installed
+	@if ! docker info >/dev/null 2>&1 && ! { command -v podman && command -v docker-compose; } >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing $(CONTAINER_TOOLS) (Debian packages)"; \
+			apt-get install -y -q $(CONTAINER_TOOLS) >/dev/null || \
+			{ apt-get update -q >/dev/null && apt-get install -y -q $(CONTAINER_TOOLS) >/dev/null; }; \
+		else echo "make test-deploy needs Docker, or podman and docker-compose: install them"; exit 2; fi; \
+	fi
+	$(BIN)/python -m devtools.containers
+	$(BIN)/python -m pytest -m deploy tests/deploy
 
 # ARGS: mnist-train's options (default --variant all), e.g. make train ARGS="--variant group --epochs 5"
 ARGS ?= --variant all

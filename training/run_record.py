@@ -14,6 +14,26 @@ from typing import Any
 from training.plots import plot_histories
 
 
+def runs_dir_for(output_dir: Path, runs_dir: str | None) -> Path:
+    """`--runs-dir`, else runs/ beside the models directory."""
+    return Path(runs_dir) if runs_dir else output_dir.resolve().parent / "runs"
+
+
+def unwritable(directories: list[Path]) -> str | None:
+    """Why this user cannot create entries in one of `directories` (each made on demand, so its
+    nearest existing parent decides), else None. Checked before training: a run must not train
+    for an hour and then fail to write what it made."""
+    for directory in directories:
+        existing = directory.resolve()
+        while not existing.exists():
+            existing = existing.parent
+        if not existing.is_dir():
+            return f"{directory}: {existing} is a file, not a directory"
+        if not os.access(existing, os.W_OK | os.X_OK):
+            return f"{directory}: uid {os.getuid()} may not write in {existing}"
+    return None
+
+
 def write_run_record(results: list[dict[str, Any]], runs_dir: Path) -> Path:
     """`training_summary.json` and `training_curves.png` of a run, in a new directory."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

@@ -306,6 +306,25 @@ def _export(
     return export_model(model, request, Path(config.output_dir))
 
 
+def _writable_runs_dir(config: TrainConfig) -> Path | None:
+    """Where the run's summary goes, once it and the models directory are known to be writable
+    (else None, having said what to do)."""
+    from training.run_record import runs_dir_for, unwritable
+
+    output_dir = Path(config.output_dir)
+    runs_dir = runs_dir_for(output_dir, config.runs_dir)
+    problem = unwritable([output_dir, runs_dir] if config.export else [runs_dir])
+    if problem:
+        print(
+            f"error: cannot write the run's results: {problem}. Make it writable by this user "
+            "(with Compose: models/ and runs/ in your checkout, owned by the MNIST_UID:MNIST_GID "
+            "the trainer runs as), or choose --output-dir / --runs-dir.",
+            file=sys.stderr,
+        )
+        return None
+    return runs_dir
+
+
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
     setup_logging()
@@ -322,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     from training.device import configure_devices
     from training.run_record import write_run_record
 
+    runs_dir = _writable_runs_dir(config)
+    if runs_dir is None:
+        return 2
     logger.info("config: %s", json.dumps(dataclasses.asdict(config)))
     setup = configure_devices(config.precision)
     try:
@@ -333,8 +355,6 @@ def main(argv: list[str] | None = None) -> int:
     results = [
         train_variant(variant, config, data, training_set, setup) for variant in config.variants
     ]
-    output_dir = Path(config.output_dir)
-    runs_dir = Path(config.runs_dir) if config.runs_dir else output_dir.resolve().parent / "runs"
     run_dir = write_run_record(results, runs_dir)
     print(f"run summary and curves: {run_dir}")
     for r in results:

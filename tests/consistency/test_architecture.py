@@ -57,12 +57,12 @@ def test_a_package_imports_only_what_its_layer_may(package, path):
 
 
 def test_no_module_is_left_at_the_root_that_belongs_to_a_layer():
-    """At the root: only the wiring (app, asgi, __main__, ray_app), settings, metrics, the
-    wire-independent error hierarchy every layer raises, and the process-wide watchers and
-    settings (draining, loop_lag, memory)."""
+    """At the root: only the wiring (app, asgi, __main__, ray_app), the container's probe
+    (healthcheck), settings, metrics, the wire-independent error hierarchy every layer raises,
+    and the process-wide watchers and settings (draining, loop_lag, memory)."""
     root = sorted(path.stem for path in SERVICE.glob("*.py"))
     wiring = ["__init__", "__main__", "app", "asgi", "draining", "errors", "loop_lag", "metrics"]
-    wiring.append("memory")
+    wiring += ["memory", "healthcheck"]
     assert root == sorted([*wiring, "ray_app", "settings"])
 
 

@@ -32,12 +32,6 @@ def _compose() -> dict:
     return yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
 
 
-def test_compose_probes_liveness_as_the_dockerfile_does():
-    probe = " ".join(_compose()["services"]["api"]["healthcheck"]["test"])
-    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
-    assert "/health/live" in probe and "/health/live" in dockerfile.split("HEALTHCHECK", 1)[1]
-
-
 def test_compose_workers_do_not_depend_on_limits_the_v1_client_ignores():
     api = _compose()["services"]["api"]
     workers = re.fullmatch(r"\$\{MNIST_WORKERS:-(\d+)\}", api["environment"]["MNIST_WORKERS"])
@@ -78,6 +72,30 @@ def test_training_without_its_extra_says_what_to_install(monkeypatch, capsys):
     monkeypatch.setattr(train, "find_spec", lambda name: None if name == "keras" else object())
     assert train.main(["--variant", "group"]) == 2
     assert "pip install -e '.[train]'" in capsys.readouterr().err
+
+
+def test_training_stops_before_it_starts_where_it_could_not_write_its_results(
+    monkeypatch, capsys, tmp_path
+):
+    """As the Compose trainer did, as uid 1000, on a runs/ that only root could create."""
+    from training import train
+
+    monkeypatch.setattr(train.os, "access", lambda path, mode: False)
+    assert train.main(["--variant", "group", "--output-dir", str(tmp_path / "models")]) == 2
+    error = capsys.readouterr().err
+    assert f"uid {train.os.getuid()} may not write in {tmp_path}" in error
+    assert "MNIST_UID:MNIST_GID" in error and "--runs-dir" in error
+    assert not (tmp_path / "models").exists()
+
+
+def test_a_runs_dir_under_a_file_is_named_before_training(tmp_path):
+    from training.run_record import unwritable
+
+    (tmp_path / "runs").write_text("not a directory")
+    problem = unwritable([tmp_path, tmp_path / "runs" / "more"])
+    assert (
+        problem == f"{tmp_path / 'runs' / 'more'}: {tmp_path / 'runs'} is a file, not a directory"
+    )
 
 
 def test_json_answers_end_with_a_newline_and_data_urls_are_images(app_client, mnist):
