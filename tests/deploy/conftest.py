@@ -115,6 +115,19 @@ def stack(container_engine: Engine, user_checkout: Path) -> Iterator[Stack]:
         running.compose("down", "--remove-orphans", check=False)
 
 
+def predict_the_example_seven(url: str) -> dict:
+    """POST examples/canvas-7.png to /predict?variant=group; the answer, checked to be a 7."""
+    answer = httpx.post(
+        f"{url}/predict?variant=group",
+        content=(REPO_ROOT / "examples" / "canvas-7.png").read_bytes(),
+        headers={"Content-Type": "image/png"},
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["predictions"][0]["digit"] == 7, answer.text
+    return answer.json()
+
+
 def models_listing(stack: Stack) -> dict[str, dict]:
     """GET /models by variant."""
     answer = httpx.get(f"{stack.url}/models", timeout=10)

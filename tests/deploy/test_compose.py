@@ -17,7 +17,7 @@ import yaml
 
 from devtools import REPO_ROOT
 from mnist_shared.preprocessing import scale_pixels
-from tests.deploy.conftest import USER_ID, Stack, models_listing
+from tests.deploy.conftest import USER_ID, Stack, models_listing, predict_the_example_seven
 
 pytestmark = pytest.mark.deploy
 
@@ -30,15 +30,7 @@ def _grace_s() -> float:
 
 
 def test_predict_and_read_answer_on_the_published_port(stack: Stack):
-    seven = (EXAMPLES / "canvas-7.png").read_bytes()
-    answer = httpx.post(
-        f"{stack.url}/predict?variant=group",
-        content=seven,
-        headers={"Content-Type": "image/png"},
-        timeout=30,
-    )
-    assert answer.status_code == 200, answer.text
-    assert answer.json()["predictions"][0]["digit"] == 7
+    predict_the_example_seven(stack.url)
     number = {"file": ("number.jpg", (EXAMPLES / "number-2024.jpg").read_bytes(), "image/jpeg")}
     reading = httpx.post(f"{stack.url}/read?variant=group", files=number, timeout=30)
     assert reading.status_code == 200, reading.text
@@ -92,14 +84,7 @@ def test_the_train_profile_writes_a_version_the_api_treats_as_the_gate_says(
     assert states[committed + 1]["state"] == "candidate", group
     assert "held back by the promotion gate" in states[committed + 1]["reason"]
     assert group["served_version"] == committed
-    seven = (EXAMPLES / "canvas-7.png").read_bytes()
-    answer = httpx.post(
-        f"{stack.url}/predict?variant=group",
-        content=seven,
-        headers={"Content-Type": "image/png"},
-        timeout=30,
-    ).json()
-    assert answer["model_version"] == committed and answer["predictions"][0]["digit"] == 7
+    assert predict_the_example_seven(stack.url)["model_version"] == committed
 
 
 def _wait_for_version(stack: Stack, variant: str, version: int, timeout_s: float = 120) -> dict:

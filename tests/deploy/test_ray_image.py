@@ -16,6 +16,7 @@ import yaml
 from devtools import REPO_ROOT
 from devtools.containers import RAY_IMAGE, Engine
 from devtools.servers import free_port
+from tests.deploy.conftest import predict_the_example_seven
 
 pytestmark = pytest.mark.deploy
 
@@ -72,15 +73,7 @@ def _wait(condition, what: str) -> None:
 
 def test_the_ray_image_answers_through_ray_serve(ray_head):
     _, _, url = ray_head
-    seven = (REPO_ROOT / "examples" / "canvas-7.png").read_bytes()
-    answer = httpx.post(
-        f"{url}/predict?variant=group",
-        content=seven,
-        headers={"Content-Type": "image/png"},
-        timeout=60,
-    )
-    assert answer.status_code == 200, answer.text
-    assert answer.json()["predictions"][0]["digit"] == 7
+    predict_the_example_seven(url)
 
 
 def test_the_rayservice_replicas_run(ray_head):
