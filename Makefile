@@ -84,6 +84,7 @@ bench: $(VENV)/.dev-installed $(RAY_VENV)/.installed $(PEER_VENVS)/.installed
 	$(BIN)/python -m benchmarks.hostile || status=1; \
 	$(BIN)/python -m benchmarks.preprocessing_cost || status=1; \
 	$(BIN)/python -m benchmarks.realworld_accuracy || status=1; \
+	$(BIN)/python -m benchmarks.letters_and_numbers || status=1; \
 	$(BIN)/python -m benchmarks.ray_scaling --ray-venv $(RAY_VENV) || status=1; \
 	exit $$status
 

@@ -27,6 +27,14 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from mnist_shared.blobs import (
+    NO_DIGIT,
+    DigitInk,
+    NoDigitFound,
+    keep_the_digit,
+    keep_the_marks,
+)
+
 # OpenCV's worker threads cost more than they save on pictures this small (a few hundred
 # pixels a side), and the service already runs one picture per thread.
 cv2.setNumThreads(1)
@@ -52,53 +60,33 @@ GHOST_BAND = 0.12
 # faint pencil is about 80 levels, sensor noise after smoothing 1-3.
 MIN_CONTRAST_SIGMAS = 8.0
 MIN_CONTRAST_LEVELS = 24.0
-# Ink at least this strong (0..1) makes up the blobs that are sorted.
-BLOB_LEVEL = 0.1
-# A blob spanning this fraction of the picture's width or height while this thin (its area
-# over its length, as a fraction of the shorter side) is a line, not part of a digit.
-LINE_SPAN = 0.85
-LINE_THICKNESS = 0.04
-# A blob along this fraction of an edge it touches is a strip of desk or shadow, unless it is
-# all there is (a tight crop) or the blobs clear of the edges hold less than this fraction of
-# its ink.
-EDGE_SPAN = 0.8
-MIN_INTERIOR = 0.03
-# Only the largest blobs are sorted; the rest are specks.
-MAX_BLOBS = 8
-# Blobs kept beside the largest: at least this fraction of its ink, within this fraction of
-# its size from its box (a 5's hat, a 4's open top; not a margin mark).
-MIN_PART = 0.02
-PART_REACH = 0.35
-
-NO_DIGIT = (
-    "no digit found: the picture has no ink that stands out from its background. Send a "
-    "picture of one handwritten digit, dark on light or light on dark, filling a good part of it."
-)
-
-
-class NoDigitFound(ValueError):
-    """The picture holds no ink that stands out from its background."""
 
 
 def ink_map(image: Image.Image) -> np.ndarray:
     """float32 (H, W) in [0, 1]: 0 where there is paper, 1 in the core of the digit's strokes.
     Raises NoDigitFound when nothing stands out."""
-    return _read_ink(image, _keep_the_digit)
+    return digit_ink(image).ink
+
+
+def digit_ink(image: Image.Image) -> DigitInk:
+    """`ink_map`, and how many digits stand beside the one kept."""
+    return _read_ink(image, keep_the_digit)
 
 
 def all_marks(image: Image.Image) -> np.ndarray:
     """As `ink_map`, with every mark kept (a number's digits, `segmentation`), not only the
     digit's: rule lines, a sheet's edge and strips along an edge are still dropped."""
-    return _read_ink(image, _keep_the_marks)
+    return _read_ink(image, keep_the_marks).ink
 
 
-Keep = Callable[[np.ndarray], np.ndarray]
+Keep = Callable[[np.ndarray], DigitInk]
 
 
-def _read_ink(image: Image.Image, keep: Keep) -> np.ndarray:
+def _read_ink(image: Image.Image, keep: Keep) -> DigitInk:
     if image.mode in ("RGBA", "LA"):
         if is_transparent_canvas(image):
-            return _stretch(np.asarray(image.getchannel("A"), dtype=np.float32), noise=0.0)
+            alpha = np.asarray(image.getchannel("A"), dtype=np.float32)
+            return DigitInk(_stretch(alpha, noise=0.0), 0)
         image = _on_its_own_paper(image.convert("RGBA"))
     gray = np.asarray(image.convert("L"), dtype=np.float32)  # ITU-R 601 luma, as grayscale
     dark = cv2.GaussianBlur(gray if _ink_is_dark(gray) else 255 - gray, (3, 3), 0)
@@ -117,7 +105,7 @@ def _read_ink(image: Image.Image, keep: Keep) -> np.ndarray:
         as_photo = _kept_ink(dark, plain._replace(dark_goes_on=True), keep)
     except NoDigitFound:
         return _kept_ink(dark, as_cropped, keep)
-    return _kept_ink(dark, as_cropped, keep) if _spans_the_frame(as_photo) else as_photo
+    return _kept_ink(dark, as_cropped, keep) if _spans_the_frame(as_photo.ink) else as_photo
 
 
 def _spans_the_frame(ink: np.ndarray) -> bool:
@@ -143,7 +131,7 @@ class _Reading(NamedTuple):
     square: float  # the closing's square, as a fraction of the picture's longer side
 
 
-def _kept_ink(dark: np.ndarray, reading: _Reading, keep: Keep) -> np.ndarray:
+def _kept_ink(dark: np.ndarray, reading: _Reading, keep: Keep) -> DigitInk:
     ink, noise = _below_the_light(dark, reading)
     return keep(_stretch(ink, noise))
 
@@ -232,67 +220,3 @@ def _stretch(ink: np.ndarray, noise: float) -> np.ndarray:
     if core <= floor:
         core = peak
     return np.clip((ink - floor) / (core - floor), 0, 1)
-
-
-def _keep_the_digit(ink: np.ndarray) -> np.ndarray:
-    """The ink of the digit's blobs only (see the module's docstring, step 4)."""
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(
-        (ink > BLOB_LEVEL).astype(np.uint8), connectivity=8
-    )
-    mass = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=count)
-    largest = np.argsort(mass[1:])[::-1][:MAX_BLOBS] + 1
-    candidates = [label for label in largest if not _is_line(stats[label], ink.shape)]
-    if not candidates:
-        raise NoDigitFound(NO_DIGIT)
-    interior = [label for label in candidates if not _hugs_an_edge(stats[label], ink.shape)]
-    if interior and mass[interior[0]] >= MIN_INTERIOR * mass[candidates[0]]:
-        candidates = interior  # a desk or shadow strip along an edge beside the digit
-    main = candidates[0]
-    kept = [main] + [
-        label
-        for label in candidates[1:]
-        if mass[label] >= MIN_PART * mass[main] and _near(stats[label], stats[main])
-    ]
-    keep = np.zeros(count, bool)
-    keep[kept] = True
-    return np.where(keep[labels], ink, 0).astype(np.float32)
-
-
-def _keep_the_marks(ink: np.ndarray) -> np.ndarray:
-    """The ink of every mark but lines crossing the picture and strips along an edge (every
-    blob judged at once: a pattern of dots holds thousands)."""
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(
-        (ink > BLOB_LEVEL).astype(np.uint8), connectivity=8
-    )
-    blobs = stats.T.astype(np.int64)  # rows: left, top, width, height, area
-    keep = ~(_is_line(blobs, ink.shape) | _hugs_an_edge(blobs, ink.shape))
-    keep[0] = False  # the background
-    if not keep.any():
-        raise NoDigitFound(NO_DIGIT)
-    return np.where(keep[labels], ink, 0).astype(np.float32)
-
-
-def _hugs_an_edge(stat: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """A blob along a whole edge (a desk's or shadow's strip the closing bridged); `stat` is
-    one blob's statistics or a column of them per blob (as are the answers)."""
-    left, top, width, height = stat[:4]
-    along_row, along_column = width >= EDGE_SPAN * shape[1], height >= EDGE_SPAN * shape[0]
-    on_row = (top == 0) | (top + height == shape[0])
-    on_column = (left == 0) | (left + width == shape[1])
-    return (along_row & on_row) | (along_column & on_column)
-
-
-def _is_line(stat: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """A thin blob crossing (nearly) the whole picture: a rule line, a fold, a sheet's edge."""
-    width, height, area = stat[2:5]
-    length = np.maximum(width / shape[1], height / shape[0])
-    thickness = area / np.maximum(width, height) / min(shape)
-    return (length >= LINE_SPAN) & (thickness < LINE_THICKNESS)
-
-
-def _near(part: np.ndarray, main: np.ndarray) -> bool:
-    """Whether `part`'s box lies within PART_REACH of `main`'s size from `main`'s box."""
-    reach = PART_REACH * max(main[2], main[3])
-    gap_x = max(main[0] - (part[0] + part[2]), part[0] - (main[0] + main[2]), 0)
-    gap_y = max(main[1] - (part[1] + part[3]), part[1] - (main[1] + main[3]), 0)
-    return max(gap_x, gap_y) <= reach

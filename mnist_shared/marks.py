@@ -58,6 +58,9 @@ class Mark:
     right: int  # exclusive
     bottom: int  # exclusive
     mask: np.ndarray  # bool (height, width): the mark's pixels within its box
+    # Cut from a mark that did not look like a digit into pieces not all of which do (the
+    # strokes of an "A" read as "11"): segmentation's doubt, carried into every part and merge.
+    doubtful: bool = False
 
     @property
     def width(self) -> int:
@@ -82,7 +85,7 @@ class Mark:
             mask[part.top - top : part.bottom - top, part.left - left : part.right - left] |= (
                 part.mask
             )
-        return Mark(left, top, right, bottom, mask)
+        return Mark(left, top, right, bottom, mask, self.doubtful or other.doubtful)
 
     def columns(self, start: int, end: int) -> Mark | None:
         """The part of the mark between these columns (from its left edge), its rows trimmed
@@ -93,7 +96,12 @@ class Mark:
             return None
         top, bottom = int(rows[0]), int(rows[-1]) + 1
         return Mark(
-            self.left + start, self.top + top, self.left + end, self.top + bottom, mask[top:bottom]
+            self.left + start,
+            self.top + top,
+            self.left + end,
+            self.top + bottom,
+            mask[top:bottom],
+            self.doubtful,
         )
 
 

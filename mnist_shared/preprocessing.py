@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
-from mnist_shared.ink import NO_DIGIT, NoDigitFound, ink_map, is_transparent_canvas
+from mnist_shared.ink import NO_DIGIT, NoDigitFound, digit_ink, is_transparent_canvas
 
 IMAGE_SIZE = 28
 DIGIT_BOX = 20  # MNIST digits are scaled to fit 20x20 inside the 28x28 frame
@@ -46,14 +46,21 @@ def scale_pixels(pixels: np.ndarray) -> np.ndarray:
 
 def to_mnist_digit(image: Image.Image) -> np.ndarray:
     """Any picture of one digit -> uint8 array (28, 28), white digit on black, MNIST-style."""
+    return frame_picture(image)[0]
+
+
+def frame_picture(image: Image.Image) -> tuple[np.ndarray, int]:
+    """`to_mnist_digit`, and how many other digits stand beside the one framed (a picture of a
+    number sent as one digit; `ink.DigitInk.digits_beside`)."""
     if image.size == (IMAGE_SIZE, IMAGE_SIZE):
         # Already at MNIST resolution: taken as framed like MNIST. Re-framing would resample a
         # real MNIST digit (many touch the 20x20 box's edge) and change what the model sees.
         digit = _framed_ink_on_black(_eight_bits(image))
         if digit.max() < INK_THRESHOLD:
             raise NoDigitFound(NO_DIGIT)
-        return digit
-    return frame_digit(ink_map(reduce_for_digit(image)))
+        return digit, 0
+    found = digit_ink(reduce_for_digit(image))
+    return frame_digit(found.ink), found.digits_beside
 
 
 # -- 1. decoding at reduced size ------------------------------------------------------------

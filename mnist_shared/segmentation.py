@@ -10,7 +10,9 @@ removed) but keeps every mark, not only the largest, then:
 2. Lines: marks whose vertical spans overlap are on one line; lines top to bottom.
 3. Touching digits: a mark much wider than its line's digits are tall is cut into as many
    digits as its width holds, each cut at the column with the least ink near where an even
-   split would put it.
+   split would put it. With a judge, where its pieces look most like digits; a mark that did
+   not look like a digit and whose best pieces do not all look like one either (the strokes of
+   an "A") gives digits marked `doubtful`, which the service flags as not digits (`cuts`).
 4. Each digit's ink is framed by `preprocessing.frame_digit`, exactly as a lone digit is.
 
 Boxes are in the upright picture's pixels (its EXIF orientation applied): x, y, width, height.
@@ -23,15 +25,15 @@ cut (past `max_digits`: TooManyMarks), a judged cut tries at most JUDGED_SPANS p
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable
 from dataclasses import dataclass
 from threading import Event
 
 import numpy as np
 from PIL import ExifTags, Image
 
-from mnist_shared.ink import BLOB_LEVEL, NoDigitFound, all_marks
+from mnist_shared.blobs import BLOB_LEVEL
+from mnist_shared.cuts import JUDGED_MAX_WIDTH, JUDGED_WIDTH, Judge, Reading, cut_evenly, judged_cut
+from mnist_shared.ink import NoDigitFound, all_marks
 from mnist_shared.marks import Mark, TooManyMarks, check_stop, find_marks
 from mnist_shared.preprocessing import frame_digit, reduce_for_digit
 
@@ -50,25 +52,6 @@ TOUCHING = 2.0
 # A mark shorter than this share of its line's digits is a fragment of its nearest neighbour
 # (a 2's detached base, a 5's hat drawn off to the side).
 FRAGMENT = 0.55
-# A cut is looked for within this share of a digit's width around the even split.
-CUT_REACH = 0.35
-# With a judge (the digit check): a mark at least this many digit widths wide and scoring
-# under ONE_DIGIT is tried cut into 2 .. its width's worth + 1 pieces ...
-JUDGED_WIDTH = 0.8
-ONE_DIGIT = 0.5
-# ... when it is at most this many digit widths wide (wider, it is cut by width alone: the
-# pieces tried grow with the width, about 32 a digit width).
-JUDGED_MAX_WIDTH = 10.0
-# Judged cuts are looked for every CUT_STEPS-th of a digit's width, making pieces between
-# these shares of a digit's width wide.
-CUT_STEPS = 5
-PIECE_WIDTHS = (0.3, 1.6)
-# The judge scores at most this many framed pieces a call (about 12 ms), `stop` checked between.
-JUDGED_BATCH = 128
-
-# Framed digits, uint8 (N, 28, 28) -> how much each looks like one digit, 0..1: the service's
-# digit check (`service.runtime.digit_check`), which tells two touching digits from one.
-Judge = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -76,33 +59,9 @@ class FoundDigit:
     digit: np.ndarray  # uint8 (28, 28), framed as /predict frames one digit
     box: tuple[int, int, int, int]  # x, y, width, height in the upright picture's pixels
     line: int  # 0 for the first line of the picture, top to bottom
-
-
-@dataclass(frozen=True)
-class _Reading:
-    """What one reading works with: the ink map, the judge, the stop signal."""
-
-    ink: np.ndarray
-    judge: Judge | None
-    stop: Event | None
-
-    def framed(self, mark: Mark | None) -> np.ndarray:
-        """The mark framed as a digit; blank when it holds none."""
-        if mark is None:
-            return np.zeros((28, 28), np.uint8)
-        try:
-            return frame_digit(mark.ink(self.ink))
-        except NoDigitFound:
-            return np.zeros((28, 28), np.uint8)
-
-    def scores(self, frames: np.ndarray) -> np.ndarray:
-        """The judge's scores of framed digits, JUDGED_BATCH at a time."""
-        assert self.judge is not None
-        scores = []
-        for start in range(0, len(frames), JUDGED_BATCH):
-            check_stop(self.stop)
-            scores.append(self.judge(frames[start : start + JUDGED_BATCH]))
-        return np.concatenate(scores)
+    # Cut from a mark that did not look like a digit, whose pieces did not all look like one
+    # either (the judge's verdict on the cut; the service flags such a digit as not one).
+    doubtful: bool = False
 
 
 def read_number(
@@ -136,7 +95,7 @@ def find_digits(
     marks = find_marks(ink, BLOB_LEVEL, stop)
     if not marks:
         raise NoDigitFound(NO_NUMBER)
-    reading, lines = _Reading(ink, judge, stop), _lines(marks)
+    reading, lines = Reading(ink, judge, stop), _lines(marks)
     _check_digit_count(lines, max_digits)
     scale_x, scale_y = size[0] / ink.shape[1], size[1] / ink.shape[0]
     found = []
@@ -151,7 +110,7 @@ def find_digits(
                 digit = frame_digit(mark.ink(ink))
             except NoDigitFound:
                 continue
-            found.append(FoundDigit(digit, box, line_number))
+            found.append(FoundDigit(digit, box, line_number, mark.doubtful))
     if not found:
         raise NoDigitFound(NO_NUMBER)
     _check_found(len(found), max_digits)
@@ -226,7 +185,7 @@ def _gap(start_a: int, end_a: int, start_b: int, end_b: int) -> int:
     return max(start_a - end_b, start_b - end_a, 0)
 
 
-def _split_touching(line: list[Mark], reading: _Reading) -> list[Mark]:
+def _split_touching(line: list[Mark], reading: Reading) -> list[Mark]:
     """Each mark of the line, cut into several where it is too wide for one digit, or (with a
     judge) where it does not look like one digit and its pieces do."""
     digit_width = _digit_width(line)
@@ -235,65 +194,12 @@ def _split_touching(line: list[Mark], reading: _Reading) -> list[Mark]:
         check_stop(reading.stop)
         widths = mark.width / digit_width
         if reading.judge is not None and JUDGED_WIDTH <= widths <= JUDGED_MAX_WIDTH:
-            pieces += _judged_cut(mark, digit_width, reading)
+            pieces += judged_cut(mark, digit_width, reading)
         elif widths < TOUCHING:
             pieces.append(mark)
         else:
-            pieces += _cut(mark, max(2, round(widths)), reading.ink)
+            pieces += cut_evenly(mark, max(2, round(widths)), reading.ink)
     return pieces
-
-
-def _judged_cut(mark: Mark, digit_width: float, reading: _Reading) -> list[Mark]:
-    """The mark whole if it looks like one digit; else cut where its pieces look most like
-    digits together: among columns a CUT_STEPS-th of a digit apart, pieces PIECE_WIDTHS digit
-    widths wide, the cuts with the highest sum of the log of each piece's score."""
-    whole = reading.scores(reading.framed(mark)[None])[0]
-    if whole >= ONE_DIGIT:
-        return [mark]
-    step = max(1, round(digit_width / CUT_STEPS))
-    bounds = [*range(0, mark.width, step), mark.width]
-    last = len(bounds) - 1
-    low, high = (share * digit_width for share in PIECE_WIDTHS)
-    spans = [
-        (i, j)
-        for i in range(last)
-        for j in range(i + 1, last + 1)
-        if low <= bounds[j] - bounds[i] <= high and (i, j) != (0, last)
-    ]
-    frames = []
-    for i, j in spans:
-        check_stop(reading.stop)
-        frames.append(reading.framed(mark.columns(bounds[i], bounds[j])))
-    if not frames:
-        return [mark]
-    spans.append((0, last))  # the whole mark, judged above
-    scores = np.log(np.maximum(np.append(reading.scores(np.stack(frames)), whole), 1e-6))
-    best: dict[int, tuple[float, int]] = {0: (0.0, 0)}  # bound -> (best total, previous bound)
-    for (i, j), score in sorted(zip(spans, scores, strict=True)):
-        if i in best and (j not in best or best[i][0] + score > best[j][0]):
-            best[j] = (best[i][0] + float(score), i)
-    cuts, at = [], last
-    while (at := best[at][1]) > 0:
-        cuts.append(bounds[at])
-    return _pieces(mark, sorted(cuts))
-
-
-def _cut(mark: Mark, count: int, ink: np.ndarray) -> list[Mark]:
-    """`mark` cut into `count` pieces at the columns with the least ink near even splits."""
-    profile = mark.ink(ink)[1:-1, 1:-1].sum(axis=0)
-    step, reach = mark.width / count, max(1, round(CUT_REACH * mark.width / count))
-    cuts = [0]
-    for index in range(1, count):
-        centre = round(index * step)
-        low, high = max(cuts[-1] + 1, centre - reach), min(mark.width - 1, centre + reach)
-        cuts.append(low + int(np.argmin(profile[low : high + 1])) if high >= low else centre)
-    return _pieces(mark, cuts[1:])
-
-
-def _pieces(mark: Mark, cuts: list[int]) -> list[Mark]:
-    """`mark` cut at these columns (counted from its left edge, increasing)."""
-    spans = [mark.columns(start, end) for start, end in itertools.pairwise([0, *cuts, mark.width])]
-    return [piece for piece in spans if piece is not None]
 
 
 def _overlap(start_a: int, end_a: int, start_b: int, end_b: int) -> int:

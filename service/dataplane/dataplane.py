@@ -185,7 +185,7 @@ class DataPlane:
                 results = await self._run(variants, backend, precision, decoded.images, version)
         return InferenceAnswer(
             results, backend, decoded.images, decoded.failures, decoded.numbers,
-            scores, self.digit_verdicts.threshold,
+            scores, self.digit_verdicts.threshold, decoded.digits_beside,
         )  # fmt: skip
 
     def _chosen_variants(self, request: InferenceRequest, version: int | None) -> list[str]:
@@ -220,7 +220,9 @@ class DataPlane:
             decoded = await decode_files(payload.files, self._limits, payload.numbers, judge)
             digits = decoded.all_read() if whole else decoded.digits
             failures = {} if whole else decoded.failures
-            return ModelInput(scale_pixels(digits), failures, decoded.numbers)
+            return ModelInput(
+                scale_pixels(digits), failures, decoded.numbers, decoded.digits_beside
+            )
         if payload.model_input is not None:
             images = payload.model_input
         else:

@@ -27,8 +27,8 @@ from PIL import (  # the plugins Pillow would load only on a first unknown file
 from mnist_shared.marks import TooManyMarks, WorkStopped
 from mnist_shared.preprocessing import (
     NoDigitFound,
+    frame_picture,
     reduce_for_digit,
-    to_mnist_digit,
 )
 from mnist_shared.segmentation import MAX_DIGITS, FoundDigit, Judge, find_digits, upright_size
 from service.dataplane.image_structure import check_structure
@@ -126,6 +126,9 @@ class DecodedImages:
     # Read as numbers (`/read`): each readable picture's digits in reading order, with their
     # boxes; `digits` holds them all, picture after picture.
     numbers: list[list[FoundDigit]] | None = None
+    # One digit a picture (`/predict`): how many other digits stand beside each one framed
+    # (int (M,); a picture of a number sent as one digit), None when reading numbers.
+    digits_beside: np.ndarray | None = None
 
     def all_read(self) -> np.ndarray:
         """The digits, or the first failure as NoDigit (for protocols answering a request
@@ -169,6 +172,7 @@ class Decoding:
         self._digits: list[np.ndarray] = []
         self._failures: dict[int, str] = {}
         self._found: list[list[FoundDigit]] = []
+        self._beside: list[int] = []
 
     def step(self, index: int, opened: OpenedImage, stop: Event | None = None) -> None:
         """Picture `index` decoded (`stop` checked before and, reading a number, inside)."""
@@ -182,7 +186,9 @@ class Decoding:
                 self._digits += [digit.digit for digit in found]
                 self._digits_left -= len(found)
             else:
-                self._digits.append(_decode(image, label))
+                digit, beside = _decode(image, label)
+                self._digits.append(digit)
+                self._beside.append(beside)
         except NoDigit as error:
             self._failures[index] = str(error)
 
@@ -193,7 +199,9 @@ class Decoding:
         digits = self._digits
         # One digit is the common case: without np.stack's overhead.
         stacked = digits[0][None] if len(digits) == 1 else np.stack(digits)
-        return DecodedImages(stacked, self._failures, self._found if self._numbers else None)
+        if self._numbers:
+            return DecodedImages(stacked, self._failures, self._found)
+        return DecodedImages(stacked, self._failures, None, np.array(self._beside, np.int64))
 
 
 def _open(data: bytes, limits: Limits, label: str) -> Image.Image:
@@ -217,12 +225,13 @@ def _open(data: bytes, limits: Limits, label: str) -> Image.Image:
     return image
 
 
-def _decode(image: Image.Image, label: str) -> np.ndarray:
+def _decode(image: Image.Image, label: str) -> tuple[np.ndarray, int]:
+    """The picture's digit, framed, and how many digits stand beside it."""
     with _decoding_errors(label):
         image.seek(0)  # first frame of an animated GIF/WebP
         image = reduce_for_digit(image)  # decodes, at reduced size where it can
     try:
-        return to_mnist_digit(image)
+        return frame_picture(image)
     except NoDigitFound as error:
         raise NoDigit(f"{label}: {error}") from None
 

@@ -8,17 +8,23 @@ pictures that do not look like one digit before the classifiers run.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
 
 from mnist_shared.segmentation import Judge
-from service.dataplane.inference import ModelInput
+from service.dataplane.inference import ModelInput, several_digits
 from service.errors import BadRequest, NotADigit
 from service.runtime.digit_check import DigitCheck
 
 NOT_A_DIGIT = (
-    "this does not look like a digit (strict=true): send a picture of one handwritten digit"
+    "this does not look like one digit (strict=true): send a picture of one handwritten digit "
+    "(POST /read reads a picture of a whole number)"
+)
+NOT_A_NUMBER = (
+    "this holds something that does not look like a digit, such as a letter or a symbol "
+    "(strict=true): send a picture of a handwritten number"
 )
 
 
@@ -51,9 +57,11 @@ class DigitVerdicts:
         if self._check is None:
             return model_input, None
         scores = await self._check.scores(model_input.images)
-        if strict:
-            return refuse_non_digits(model_input, scores, self._check.threshold, whole)
-        return model_input, scores
+        if not strict:
+            return model_input, scores
+        if model_input.numbers is not None:
+            return refuse_non_numbers(model_input, scores, self._check.threshold, whole)
+        return refuse_non_digits(model_input, scores, self._check.threshold, whole)
 
     def describe(self) -> dict[str, Any]:
         """The check's version, threshold and figures, or why there is none."""
@@ -65,19 +73,59 @@ def refuse_non_digits(
 ) -> tuple[ModelInput, np.ndarray]:
     """`strict=true`: the rows scoring below `threshold` left out as pictures without a digit
     are (an error entry in their place), NotADigit when none is left or when `whole`."""
-    flagged = scores < threshold
+    flagged = (scores < threshold) | several_digits(model_input)
     if not flagged.any():
         return model_input, scores
     if whole or flagged.all():
         raise NotADigit(
             f"{int(flagged.sum())} of {len(scores)} pictures do not look like one handwritten "
-            f"digit (digit check score below {threshold:.3g}): send a picture of a single "
-            "digit, or leave out strict=true to have every picture read anyway"
+            f"digit (digit check score below {threshold:.3g}, or several digits side by side): "
+            "send a picture of a single digit (POST /read reads a whole number), or leave out "
+            "strict=true to have every picture read anyway"
         )
-    failures = dict(model_input.failures)
-    rows = iter(range(len(scores)))
-    for index in range(len(scores) + len(failures)):
-        if index not in model_input.failures and flagged[next(rows)]:
-            failures[index] = NOT_A_DIGIT
+    failures = _with_refused(model_input.failures, flagged, NOT_A_DIGIT)
     kept = ~flagged
-    return ModelInput(model_input.images[kept], failures, None), scores[kept]
+    beside = model_input.digits_beside
+    return (
+        ModelInput(
+            model_input.images[kept], failures, None, None if beside is None else beside[kept]
+        ),
+        scores[kept],
+    )
+
+
+def refuse_non_numbers(
+    model_input: ModelInput, scores: np.ndarray, threshold: float, whole: bool
+) -> tuple[ModelInput, np.ndarray]:
+    """`strict=true` on readings: a picture any of whose digits is flagged (its score below
+    `threshold`, or cut from a mark segmentation doubted) is left out as a picture without a
+    number is; NotADigit when none is left or when `whole`."""
+    assert model_input.numbers is not None
+    sizes = [len(found) for found in model_input.numbers]
+    flagged_rows = (scores < threshold) | several_digits(model_input)
+    starts = np.cumsum([0, *sizes])
+    flagged = np.array([flagged_rows[a:b].any() for a, b in itertools.pairwise(starts)], bool)
+    if not flagged.any():
+        return model_input, scores
+    if whole or flagged.all():
+        raise NotADigit(
+            f"{int(flagged.sum())} of {len(sizes)} pictures hold something that does not look "
+            "like a digit (a letter, a symbol; the digit check): send pictures of handwritten "
+            "numbers, or leave out strict=true to have every picture read anyway"
+        )
+    failures = _with_refused(model_input.failures, flagged, NOT_A_NUMBER)
+    kept_rows = ~np.repeat(flagged, sizes)
+    numbers = [found for found, refused in zip(model_input.numbers, flagged, strict=True)
+               if not refused]  # fmt: skip
+    return ModelInput(model_input.images[kept_rows], failures, numbers), scores[kept_rows]
+
+
+def _with_refused(failures: dict[int, str], refused: np.ndarray, why: str) -> dict[int, str]:
+    """`failures` (by input index) and `why` for each refused picture: `refused` holds one
+    flag per picture that had no failure, in input order."""
+    merged = dict(failures)
+    readable = iter(range(len(refused)))
+    for index in range(len(refused) + len(failures)):
+        if index not in failures and refused[next(readable)]:
+            merged[index] = why
+    return merged

@@ -9,6 +9,7 @@ the images are read (`read_images`) and how a client's departure is noticed (`wa
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -87,13 +88,16 @@ class InferenceAnswer:
     # threshold below which a row is flagged; None without one.
     digit_scores: np.ndarray | None = None
     digit_threshold: float = 0.0
+    # One digit a picture: how many other digits stand beside each row's (a number sent to
+    # /predict); None when reading numbers or for tensors.
+    digits_beside: np.ndarray | None = None
 
-    @property
+    @functools.cached_property
     def looks_like_digits(self) -> np.ndarray | None:
         """bool (M,): which rows the digit check did not flag; None without one."""
         if self.digit_scores is None:
             return None
-        return self.digit_scores >= self.digit_threshold
+        return (self.digit_scores >= self.digit_threshold) & ~several_digits(self)
 
     def digits_seen(self) -> np.ndarray:
         """The model input as uint8 digits: exactly those it was scaled from, when it was
@@ -108,6 +112,23 @@ class ModelInput:
     images: np.ndarray  # float32 (M, 28, 28) in [0, 1]
     failures: dict[int, str]
     numbers: list[list[FoundDigit]] | None
+    digits_beside: np.ndarray | None = None  # as `InferenceAnswer.digits_beside`
+
+
+def several_digits(found: InferenceAnswer | ModelInput) -> np.ndarray | bool:
+    """bool (M,): the rows that are not one digit whatever the check says: a picture with
+    digits beside the one framed, or a digit segmentation doubted; False where none can be."""
+    if found.digits_beside is not None:
+        return found.digits_beside > 0
+    return doubtful_rows(found.numbers)
+
+
+def doubtful_rows(numbers: list[list[FoundDigit]] | None) -> np.ndarray | bool:
+    """bool (M,): the rows segmentation doubted (cut from a mark that did not look like a
+    digit, into pieces not all of which do); False when no numbers were read."""
+    if numbers is None:
+        return False
+    return np.array([digit.doubtful for found in numbers for digit in found], bool)
 
 
 def one_digit_each(images: np.ndarray) -> list[list[FoundDigit]]:

@@ -80,6 +80,8 @@ def _variant_readings(
         reading = _reading(found, result.probabilities[rows], inputs)
         for row, entry in enumerate(reading["digits"], start=start):
             add_digit_check(entry, answer, row)
+        if answer.looks_like_digits is not None:
+            reading["looks_like_number"] = all(d["looks_like_digit"] for d in reading["digits"])
         readings.append(reading)
         start += len(found)
     for index in sorted(answer.failures):  # in input order, where the unreadable pictures were

@@ -193,8 +193,11 @@ def _variant_answer(
         {"digit": int(d), "confidence": p[d], "probabilities": p}
         for d, p in zip(result.digits, result.probabilities, strict=True)
     ]
+    beside = answer.digits_beside
     for row, prediction in enumerate(predictions):
         add_digit_check(prediction, answer, row)
+        if beside is not None and beside[row]:
+            prediction["digits_in_picture"] = int(beside[row]) + 1
         if inputs is not None:
             prediction["input"] = inputs[row]
     failures = answer.failures

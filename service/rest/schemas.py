@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 
@@ -27,6 +29,12 @@ class Prediction(DigitCheckVerdict):
     digit: int | None = Field(None, ge=0, le=9, description="The most probable digit.")
     confidence: float | None = Field(None, ge=0, le=1, description="Probability of `digit`.")
     probabilities: list[float] | None = Field(None, description="Probability of each digit 0-9.")
+    digits_in_picture: int | None = Field(
+        None,
+        description="Present when the picture holds a number, not one digit: how many digits "
+        "stand side by side in it (this answer reads one of them; POST /read reads them all). "
+        "`looks_like_digit` is then false, and strict=true refuses the picture.",
+    )
     error: str | None = Field(
         None,
         description="Instead of the digit, for a picture in which no digit was found (the "
@@ -68,6 +76,12 @@ class Reading(BaseModel):
         None, ge=0, le=1, description="Of the whole reading: the product of its digits'."
     )
     digits: list[ReadDigit] | None = None
+    looks_like_number: bool | None = Field(
+        None,
+        description="Whether every digit found looks like one (the digit check, and whether "
+        "a wide mark's cuts made convincing digits; absent without the check). False for a "
+        'letter read as "11" or a symbol among digits; `strict=true` refuses such a picture.',
+    )
     error: str | None = Field(
         None, description="Instead of a reading, for a picture in which no digit was found."
     )
@@ -127,7 +141,7 @@ READING_EXAMPLE = {
     ],
 }  # fmt: skip
 
-READ_PARAMETERS = [
+_CHOICES = [
     {
         "name": name,
         "in": "query",
@@ -155,16 +169,31 @@ READ_PARAMETERS = [
     ]
 ]
 
-PREDICT_PARAMETERS = [
-    *READ_PARAMETERS,
-    {
+
+def _strict(description: str) -> dict[str, Any]:
+    return {
         "name": "strict",
         "in": "query",
         "required": False,
-        "description": "true: a picture that does not look like one digit (`looks_like_digit` "
-        "false) gets an error entry instead of a guess, and the request 422 when none does.",
+        "description": description,
         "schema": {"type": "boolean"},
-    },
+    }
+
+
+PREDICT_PARAMETERS = [
+    *_CHOICES,
+    _strict(
+        "true: a picture that does not look like one digit (`looks_like_digit` false) gets an "
+        "error entry instead of a guess, and the request 422 when none does."
+    ),
+]
+READ_PARAMETERS = [
+    *_CHOICES,
+    _strict(
+        "true: a picture whose reading holds something that does not look like a digit "
+        "(`looks_like_number` false: a letter, a symbol) gets an error entry instead of a "
+        "reading, and the request 422 when none is left."
+    ),
 ]
 
 READ_PARAMETER_NAMES = frozenset(parameter["name"] for parameter in READ_PARAMETERS)

@@ -22,6 +22,7 @@ const numberMode = document.getElementById("number-mode");
 let drawing = false;
 let drawn = false;
 let last = null;
+let lastUpload = null; // the picture on the pad, when it came from a file (not drawn)
 
 function clearPad() {
   ink.fillStyle = "#fff";
@@ -66,6 +67,7 @@ pad.addEventListener("pointerdown", (event) => {
   event.preventDefault();
   pad.setPointerCapture(event.pointerId);
   drawing = true;
+  lastUpload = null;
   last = point(event);
   strokeTo(last); // a dot for a tap
 });
@@ -233,10 +235,30 @@ async function predict(blob, name) {
     }
     showError("");
     if (reading) showReading(body, performance.now() - started);
-    else render(body, performance.now() - started);
+    else {
+      render(body, performance.now() - started);
+      offerReading(body);
+    }
   } catch (error) {
     showError(`The service could not be reached (${error.message}).`);
   }
+}
+
+// A picture of a number sent as one digit (the service counts the digits beside the one it
+// framed): an upload is read again as a number; a drawing, which the wider pad would wipe,
+// gets a hint instead.
+function offerReading(body) {
+  const first = (body.results ? Object.values(body.results)[0] : body).predictions[0];
+  const count = first && first.digits_in_picture;
+  if (!count) return;
+  if (!lastUpload) {
+    showError(`This holds ${count} digits side by side: tick “Read a number” to read them all.`);
+    return;
+  }
+  const file = lastUpload;
+  numberMode.checked = true;
+  setMode();
+  predictFile(file);
 }
 
 function predictPad() {
@@ -278,6 +300,7 @@ async function predictFile(file) {
     showError(MESSAGES[415]);
     return;
   }
+  lastUpload = file;
   const upload = await uploadable(file);
   // A number is read from the pad the photo was drawn on, so that its boxes land on it.
   if (numberMode.checked && drawn) predictPad();

@@ -77,7 +77,8 @@ def test_a_tiff_of_a_million_blocks_is_refused_before_pillow_opens_it(
 @pytest.mark.parametrize(
     ("path", "query", "message"),
     [
-        ("/read", "strict=maybe", "/read takes no query parameter 'strict'; it takes backend, "),
+        ("/read", "varient=group", "/read takes no query parameter 'varient'; it takes backend, "),
+        ("/read", "strict=maybe", "query.strict: 'maybe' is not a boolean"),
         ("/predict", "strict=maybe", "query.strict: 'maybe' is not a boolean"),
         ("/predict", "varient=group", "/predict takes no query parameter 'varient'"),
         ("/read", "return_input=maybe", "query.return_input: 'maybe' is not a boolean"),

@@ -57,8 +57,8 @@ def test_strict_gives_a_non_digit_an_error_entry_in_its_place(client):
     three, symbol = response.json()["predictions"]
     assert three["digit"] == 3 and three["looks_like_digit"] is True
     assert symbol == {
-        "error": "this does not look like a digit (strict=true): send a picture of one "
-        "handwritten digit"
+        "error": "this does not look like one digit (strict=true): send a picture of one "
+        "handwritten digit (POST /read reads a picture of a whole number)"
     }
 
 
@@ -67,8 +67,9 @@ def test_strict_with_nothing_that_looks_like_a_digit_is_422(client, threshold):
     assert response.status_code == 422
     assert response.json() == {
         "error": "2 of 2 pictures do not look like one handwritten digit (digit check score "
-        f"below {threshold:.3g}): send a picture of a single digit, or leave out strict=true "
-        "to have every picture read anyway"
+        f"below {threshold:.3g}, or several digits side by side): send a picture of a single "
+        "digit (POST /read reads a whole number), or leave out strict=true to have every "
+        "picture read anyway"
     }
 
 
@@ -87,12 +88,50 @@ def test_every_variant_gets_the_same_verdict(client):
     assert verdicts == {name: [False, True] for name in ("group", "instance", "layer")}
 
 
-def test_read_says_it_of_each_digit(client):
-    number = (REPO_ROOT / "examples/number-2024.jpg").read_bytes()
-    (reading,) = client.post("/read", files=_files(number)).json()["readings"]
-    assert reading["number"] == "2024"
+NUMBER_2024 = (REPO_ROOT / "examples/number-2024.jpg").read_bytes()
+
+
+def test_read_says_it_of_each_digit_and_of_the_reading(client):
+    (reading,) = client.post("/read", files=_files(NUMBER_2024)).json()["readings"]
+    assert reading["number"] == "2024" and reading["looks_like_number"] is True
     assert [d["looks_like_digit"] for d in reading["digits"]] == [True] * 4
     assert all(0 <= d["digit_score"] <= 1 for d in reading["digits"])
+
+
+def test_a_number_sent_to_predict_is_flagged_saying_how_many_digits_it_holds(client):
+    (prediction,) = client.post("/predict", files=_files(NUMBER_2024)).json()["predictions"]
+    assert prediction["digits_in_picture"] == 4 and prediction["looks_like_digit"] is False
+    (three,) = client.post("/predict", files=_files(PHOTO_OF_3)).json()["predictions"]
+    assert "digits_in_picture" not in three and three["looks_like_digit"] is True
+    response = client.post("/predict?strict=true", files=_files(PHOTO_OF_3, NUMBER_2024))
+    assert response.status_code == 200
+    assert response.json()["predictions"][1] == {
+        "error": "this does not look like one digit (strict=true): send a picture of one "
+        "handwritten digit (POST /read reads a picture of a whole number)"
+    }
+
+
+def test_strict_read_refuses_a_picture_holding_a_letter_and_reads_the_others(client):
+    response = client.post("/read?strict=true", files=_files(_photo_of("K"), NUMBER_2024))
+    assert response.status_code == 200
+    letter, number = response.json()["readings"]
+    assert letter == {
+        "error": "this holds something that does not look like a digit, such as a letter or a "
+        "symbol (strict=true): send a picture of a handwritten number"
+    }
+    assert number["number"] == "2024" and number["looks_like_number"] is True
+    (flagged,) = client.post("/read", files=_files(_photo_of("K"))).json()["readings"]
+    assert flagged["looks_like_number"] is False
+
+
+def test_strict_read_with_nothing_like_a_number_is_422(client):
+    response = client.post("/read?strict=true", files=_files(_photo_of("K"), _photo_of("#")))
+    assert response.status_code == 422
+    assert response.json() == {
+        "error": "2 of 2 pictures hold something that does not look like a digit (a letter, a "
+        "symbol; the digit check): send pictures of handwritten numbers, or leave out "
+        "strict=true to have every picture read anyway"
+    }
 
 
 def test_models_shows_the_check(client):

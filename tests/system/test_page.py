@@ -158,6 +158,29 @@ def test_uploaded_photo_is_read(page, server, mnist):
     _only_own_origin(page, server)
 
 
+def test_a_photo_of_a_number_uploaded_as_one_digit_is_read_as_a_number(page, server):
+    from playwright.sync_api import expect
+
+    number = (REPO_ROOT / "examples" / "number-2024.jpg").read_bytes()
+    page.set_input_files(
+        "#file", files=[{"name": "number.jpg", "mimeType": "image/jpeg", "buffer": number}]
+    )
+    expect(page.locator("#number")).to_have_text("2024", timeout=10_000)
+    assert page.locator("#number-mode").is_checked()
+    expect(page.locator("#number-digits img")).to_have_count(4)
+
+
+def test_two_digits_drawn_on_the_one_digit_pad_get_a_hint(page):
+    from playwright.sync_api import expect
+
+    _draw(page, [(90, 60), (90, 220)])
+    _draw(page, [(190, 60), (190, 220)])
+    expect(page.locator("#error")).to_have_text(
+        "This holds 2 digits side by side: tick “Read a number” to read them all.", timeout=10_000
+    )
+    assert not page.locator("#number-mode").is_checked()
+
+
 def test_the_file_input_opens_a_phone_camera(page):
     upload = page.locator("#file")
     assert upload.get_attribute("capture") == "environment"

@@ -60,7 +60,7 @@ def test_readme_example_runs_as_written(server, command):
         assert [p.get("digit") for p in result["predictions"]] == expected, result
         for prediction, digit in zip(result["predictions"], expected, strict=True):
             if digit is None:  # strict=true
-                assert "does not look like a digit" in prediction["error"]
+                assert "does not look like one digit" in prediction["error"]
         if "return_input=true" in command:
             assert all(p["input"] for p in result["predictions"])
 

@@ -23,9 +23,10 @@ from PIL import Image
 
 from devtools.pictures.hostile import dot_grid, many_small_digits, wide_strokes
 from devtools.pictures.numbers import sample_numbers
+from mnist_shared.cuts import JUDGED_BATCH
 from mnist_shared.ink import NoDigitFound
 from mnist_shared.marks import MAX_MARKS, TooManyMarks, WorkStopped, find_marks
-from mnist_shared.segmentation import JUDGED_BATCH, read_number
+from mnist_shared.segmentation import read_number
 
 
 class Counting(threading.Event):
