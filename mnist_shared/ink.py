@@ -13,6 +13,7 @@ and 1 in the core of a stroke, holding only the digit. In short (docs/design.md 
 4. Ghosts (where a dark region narrows to a point and the closing bridged it) are as dark as
    the darkest light around them, strokes are not: ghosts are dropped.
 5. Noise is measured, the contrast stretched so that stroke cores reach 1 whatever the pen,
+   the weak shade of a thin shadow (a pen or a finger on the sheet) dropped,
    and the digit's blobs kept: the largest with the blobs near it (a 5's detached hat), not
    lines crossing the picture (rule lines, a sheet's edge), a desk's strip along an edge,
    margin marks or specks.
@@ -54,6 +55,13 @@ SHADE = 0.2
 TIGHT_SPAN = 0.9
 STRONG = 0.75
 PIXEL_MAX = 255.0
+# Stretched ink under this is weak: a stroke's blurred edge, or a thin shadow's shade when it
+# reaches the picture's edge without coming within SHADE_REACH (of the picture's shorter side)
+# of strong ink.
+WEAK_INK = 0.75
+SHADE_REACH = 0.02
+# Weak ink wider than this many times the strokes' half width is shade wherever it lies.
+WIDER = 1.5
 # A pixel within this fraction of the darkest light around it belongs to that dark region.
 GHOST_BAND = 0.12
 # A digit's ink must stand out from the paper by this many noise deviations and grey levels;
@@ -102,10 +110,14 @@ def _read_ink(image: Image.Image, keep: Keep) -> DigitInk:
         return _kept_ink(dark, plain, keep)
     as_cropped = plain._replace(square=TIGHT_FRACTION)  # a tight crop's strokes are wide
     try:
-        as_photo = _kept_ink(dark, plain._replace(dark_goes_on=True), keep)
+        photo = _stretched(dark, plain._replace(dark_goes_on=True))
+        as_photo = keep(photo)  # decided on all the ink: a thin shadow's shade reaches edges
     except NoDigitFound:
         return _kept_ink(dark, as_cropped, keep)
-    return _kept_ink(dark, as_cropped, keep) if _spans_the_frame(as_photo.ink) else as_photo
+    if _spans_the_frame(as_photo.ink):
+        return _kept_ink(dark, as_cropped, keep)
+    unshaded = _without_thin_shade(photo)
+    return as_photo if unshaded is photo else keep(unshaded)
 
 
 def _spans_the_frame(ink: np.ndarray) -> bool:
@@ -132,8 +144,38 @@ class _Reading(NamedTuple):
 
 
 def _kept_ink(dark: np.ndarray, reading: _Reading, keep: Keep) -> DigitInk:
-    ink, noise = _below_the_light(dark, reading)
-    return keep(_stretch(ink, noise))
+    return keep(_without_thin_shade(_stretched(dark, reading)))
+
+
+def _stretched(dark: np.ndarray, reading: _Reading) -> np.ndarray:
+    return _stretch(*_below_the_light(dark, reading))
+
+
+def _without_thin_shade(ink: np.ndarray) -> np.ndarray:
+    """The stretched ink without the shade of a thin shadow (a pen or a finger on the sheet,
+    the phone's edge), which the closing took for ink, being narrower than its square: the
+    shade takes a third to a half of the light where a stroke takes nearly all, and it comes
+    from beyond the frame. So it is weak ink (under WEAK_INK) reaching the picture's edge
+    without coming within reach of strong ink (a stroke's blurred edge does): SHADE_REACH, or
+    half the strokes' width where that is more."""
+    strong = (ink >= WEAK_INK).astype(np.uint8)
+    if not strong.any():
+        return ink
+    # A wide stroke's blurred edge reaches farther: half the strokes' width at least.
+    depth = cv2.distanceTransform(strong, cv2.DIST_L2, 3)[strong > 0][::4]
+    half_width = float(np.quantile(depth, 0.9))
+    reach = max(1, round(SHADE_REACH * min(ink.shape)), round(half_width))
+    near_strokes = cv2.dilate(strong, np.ones((2 * reach + 1, 2 * reach + 1), np.uint8))
+    weak = ((ink > 0) & (near_strokes == 0)).astype(np.uint8)
+    count, labels = cv2.connectedComponents(weak, connectivity=8)
+    if count == 1:  # no weak ink away from the strokes
+        return ink
+    from_outside = np.zeros(count, bool)
+    from_outside[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = True
+    from_outside[0] = False  # the strokes and the paper
+    side = 2 * max(1, round(WIDER * half_width)) + 1
+    wide = cv2.morphologyEx(weak, cv2.MORPH_OPEN, np.ones((side, side), np.uint8)).astype(bool)
+    return np.where(from_outside[labels] | wide, 0, ink).astype(np.float32)
 
 
 def _on_its_own_paper(image: Image.Image) -> Image.Image:

@@ -7,7 +7,8 @@ position and encoding; `render(kind, digit, rng)` returns the encoded file and i
 
 The kinds here are the classic ones (paper, pens, light, canvas exports); the way phones,
 notebooks and messaging apps deliver pictures (orientation tags, a desk around the sheet, hard
-shadows, rule lines, every common encoding) is in `devtools/pictures/phone.py`. numpy + Pillow
+shadows, rule lines, every common encoding) is in `devtools/pictures/phone.py`, shadows
+narrower than the digit in `devtools/pictures/shadows.py`. numpy + Pillow
 only (no TensorFlow), like the preprocessing it exercises.
 """
 
@@ -30,6 +31,7 @@ from devtools.pictures.scene import (
     photo_scene,
     stroke_pixels,
 )
+from devtools.pictures.shadows import SHADOW_KINDS
 
 # -- the kinds ------------------------------------------------------------------------------
 
@@ -152,6 +154,7 @@ KINDS: dict[str, Callable[[np.ndarray, np.random.Generator], Picture]] = {
     "chalkboard": chalkboard,
     **PHONE_KINDS,
     **ENCODING_KINDS,
+    **SHADOW_KINDS,  # last: every earlier kind keeps its seeded samples
 }
 
 

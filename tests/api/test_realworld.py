@@ -1,7 +1,8 @@
 """Client-like pictures (photos, scans, canvas exports) read through `POST /predict`.
 
 The pictures and the posting come from `benchmarks/realworld_accuracy.py`, which prints the
-same table on more pictures; here 100 of each kind, another seed, >= 97% per kind and variant.
+same table on more pictures; here 100 of each kind, another seed, >= 97% per kind and variant
+(95% for the thin shadows).
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ from PIL import Image
 
 from benchmarks import realworld_accuracy
 from devtools.pictures.kinds import KINDS, sample
+from devtools.pictures.shadows import SHADOW_KINDS
 
 PER_KIND = 100
+# Thin shadows across the digit are held to the issue's 95% (98-100% of some variants).
+FLOOR = {kind: 0.95 for kind in SHADOW_KINDS}
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +30,7 @@ def client(app_client):
 
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_every_kind_of_picture_reads_at_97_percent(client, mnist, kind):
+    """97% of each kind and variant (FLOOR where lower)."""
     pictures, truth = zip(
         *sample(kind, mnist.test_images, mnist.test_labels, PER_KIND, seed=2024), strict=True
     )
@@ -34,7 +39,7 @@ def test_every_kind_of_picture_reads_at_97_percent(client, mnist, kind):
         accuracy = float(
             np.mean(realworld_accuracy.digits_read(answers, variant) == np.array(truth))
         )
-        assert accuracy >= 0.97, (kind, variant, accuracy)
+        assert accuracy >= FLOOR.get(kind, 0.97), (kind, variant, accuracy)
 
 
 def test_return_input_is_the_28x28_image_the_model_saw(client, mnist):
