@@ -30,6 +30,12 @@ def mnist_dir() -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def threshold(client) -> float:
+    """The digit check's threshold as the module's own `client` serves it."""
+    return client.get("/models").json()["digit_check"]["threshold"]
+
+
 @pytest.fixture(scope="session")
 def mnist(mnist_dir: Path):
     from training.data import load_idx_directory

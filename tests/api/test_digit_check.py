@@ -33,11 +33,6 @@ def client(app_client):
     return app_client()
 
 
-@pytest.fixture(scope="module")
-def threshold(client) -> float:
-    return client.get("/models").json()["digit_check"]["threshold"]
-
-
 PHOTO_OF_3 = (REPO_ROOT / "examples/photo-3.jpg").read_bytes()
 
 

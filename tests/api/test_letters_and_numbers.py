@@ -20,11 +20,6 @@ def client(app_client):
     return app_client()
 
 
-@pytest.fixture(scope="module")
-def threshold(client) -> float:
-    return client.get("/models").json()["digit_check"]["threshold"]
-
-
 def test_drawn_letters_are_flagged_by_read_and_refused_with_strict(client, threshold):
     tally = letters(client, 72, seed=3, threshold=threshold)
     assert tally["read"] / 72 >= LETTERS_FLAGGED, tally
