@@ -77,6 +77,7 @@ bench: $(VENV)/.dev-installed $(RAY_VENV)/.installed $(PEER_VENVS)/.installed
 	$(BIN)/python -m benchmarks.normalization_cost || status=1; \
 	$(BIN)/python -m benchmarks.batch_size || status=1; \
 	$(BIN)/python -m benchmarks.http_load || status=1; \
+	$(BIN)/python -m benchmarks.request_profile || status=1; \
 	$(BIN)/python -m benchmarks.inference_ceiling || status=1; \
 	$(BIN)/python -m benchmarks.framework_peers --venvs $(PEER_VENVS) || status=1; \
 	$(BIN)/python -m benchmarks.overload || status=1; \

@@ -3,10 +3,12 @@
 - While the inference queue is full it answers inference requests 503 (with `Retry-After`)
   before anything is parsed or routed. Clients that retry at once would otherwise keep the event
   loop busy with shedding alone, and the requests being served would wait for it.
-- It serves `POST /predict` itself (`service.rest.routes.predict`, with the error bodies of the
-  app's exception handlers) without the router's matching, dependency solving and exception
-  middlewares, a large share of the event loop's time per request under py-spy
-  (docs/performance-log.md has the figures). Every other path goes through FastAPI.
+- It serves `POST /predict`, `POST /read` and the Open Inference Protocol's `POST
+  /v2/models/{model}[/versions/{version}]/infer` itself (with the error bodies of the app's
+  exception handlers) without the router's matching, dependency solving and exception
+  middlewares, a large share of the event loop's time per request under py-spy (about 250 us
+  of CPU a `/v2` request: docs/performance-log.md has the figures). Every other path goes
+  through FastAPI, whose routes still document these.
 
 Which paths are inference is read from the routes FastAPI serves (`inference_routes`: those
 whose endpoint is in `INFERENCE_ENDPOINTS`): a new inference route is shed as soon as it is
@@ -27,6 +29,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.errors import Overloaded, ServiceError
+from service.rest.dependencies import get_dataplane
 from service.rest.read import read
 from service.rest.responses import error_response, internal_error_response
 from service.rest.routes import predict, query_parameters
@@ -36,7 +39,23 @@ logger = logging.getLogger(__name__)
 
 Endpoint = Callable[..., Awaitable[Response]]
 INFERENCE_ENDPOINTS: tuple[Endpoint, ...] = (predict, read, model_infer)
-SERVED_HERE = (predict,)  # the rest go on to FastAPI once past the shed check
+# How the door calls each endpoint it serves: with the request, and what FastAPI would have
+# given it (the path's parameters; the data plane, the one dependency the door solves).
+DoorCall = Callable[[Request, "re.Match[str]"], Awaitable[Response]]
+
+
+async def _model_infer(request: Request, path: re.Match[str]) -> Response:
+    parameters = path.groupdict()
+    dataplane = await get_dataplane(request)
+    return await model_infer(request, dataplane, parameters["model"], parameters.get("version"))
+
+
+SERVED_HERE: dict[Endpoint, DoorCall] = {
+    predict: lambda request, _path: predict(request),
+    read: lambda request, _path: read(request),
+    model_infer: _model_infer,
+}
+SOLVED_HERE = {get_dataplane}  # the only dependency an endpoint served here may declare
 
 
 InferenceRoutes = list[tuple[re.Pattern[str], "Endpoint"]]
@@ -60,7 +79,8 @@ class FrontDoor:
                     await _shed(send, dataplane.shed_at_door(model))
                     return
                 if endpoint in SERVED_HERE:
-                    response = await _serve(endpoint, Request(scope, receive))
+                    call = SERVED_HERE[endpoint]
+                    response = await _serve(call, Request(scope, receive), match)
                     await response(scope, receive, send)
                     return
         await self.app(scope, receive, send)
@@ -74,14 +94,16 @@ class FrontDoor:
 
 def inference_routes(routes: Sequence[BaseRoute]) -> InferenceRoutes:
     """(path pattern, endpoint) of the app's inference routes. The endpoints served here get
-    none of FastAPI's dependency solving: one that declares a dependency is refused."""
+    none of FastAPI's dependency solving but the data plane's: one that declares another
+    dependency is refused."""
     found = []
     for route in routes:
         if isinstance(route, APIRoute) and route.endpoint in INFERENCE_ENDPOINTS:
-            if route.endpoint in SERVED_HERE and route.dependant.dependencies:
+            declared = {dependency.call for dependency in route.dependant.dependencies}
+            if route.endpoint in SERVED_HERE and declared - SOLVED_HERE:
                 raise RuntimeError(
                     f"{route.path} is served by the front door, which solves no FastAPI "
-                    "dependencies: read what it needs from the request instead."
+                    "dependency but the data plane: read what it needs from the request instead."
                 )
             found.append((route.path_regex, route.endpoint))
     return found
@@ -102,10 +124,10 @@ async def _shed(send: Send, error: Overloaded) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-async def _serve(endpoint: Endpoint, request: Request) -> Response:
-    """`endpoint(request)`, its errors mapped as the app's exception handlers map them."""
+async def _serve(call: DoorCall, request: Request, path: re.Match[str]) -> Response:
+    """The endpoint's answer, its errors mapped as the app's exception handlers map them."""
     try:
-        return await endpoint(request)
+        return await call(request, path)
     except ServiceError as error:
         return error_response(error)
     except Exception:

@@ -109,7 +109,8 @@ def test_answers_match_the_documented_schemas(client, mnist):
     assert set(every["results"]) == {"group", "instance", "layer"}
 
 
-def test_predict_is_served_by_the_front_door_without_fastapis_router(client, mnist, monkeypatch):
+def _routed_paths(client, monkeypatch) -> list[str]:
+    """The paths FastAPI's router is called with from now on (the front door's are not)."""
     router_type = type(client.app.router)
     original = router_type.__call__
     routed: list[str] = []
@@ -119,6 +120,11 @@ def test_predict_is_served_by_the_front_door_without_fastapis_router(client, mni
         await original(self, scope, receive, send)
 
     monkeypatch.setattr(router_type, "__call__", counting)
+    return routed
+
+
+def test_predict_is_served_by_the_front_door_without_fastapis_router(client, mnist, monkeypatch):
+    routed = _routed_paths(client, monkeypatch)
     digit = _png(mnist.test_images[0])
     answer = client.post("/predict", content=digit, headers={"content-type": "image/png"})
     refused = client.post(
@@ -131,6 +137,27 @@ def test_predict_is_served_by_the_front_door_without_fastapis_router(client, mni
     }
     assert client.get("/models").status_code == 200
     assert routed == ["/models"]
+
+
+def test_read_and_v2_infer_are_served_by_the_front_door_too(client, mnist, monkeypatch):
+    """`/read` and `/v2/models/{model}[/versions/{version}]/infer`: the path's parameters and
+    the data plane given as FastAPI would give them, its errors in the app's format."""
+    routed = _routed_paths(client, monkeypatch)
+    digit = _png(mnist.test_images[0])
+    read = client.post("/read", content=digit, headers={"content-type": "image/png"})
+    assert read.status_code == 200 and read.json()["readings"][0]["number"] == "7"
+    tensor = {"name": "image_bytes", "datatype": "BYTES", "shape": [1]}
+    tensor["data"] = [base64.b64encode(digit).decode()]
+    latest = client.post("/v2/models/layer/infer", json={"inputs": [tensor]})
+    assert latest.status_code == 200 and latest.json()["model_name"] == "layer"
+    assert latest.json()["outputs"][1]["data"] == [7]
+    pinned = client.post("/v2/models/group/versions/3/infer", json={"inputs": [tensor]})
+    assert pinned.status_code == 200 and pinned.json()["model_version"] == "3"
+    unknown = client.post("/v2/models/nope/infer", json={"inputs": [tensor]})
+    assert unknown.status_code == 404 and "nope" in unknown.json()["error"]
+    bad_version = client.post("/v2/models/group/versions/x/infer", json={"inputs": [tensor]})
+    assert bad_version.status_code == 400 and "version" in bad_version.json()["error"]
+    assert routed == []
 
 
 def test_a_bug_behind_the_front_door_answers_500_json_and_is_logged(
@@ -172,13 +199,14 @@ def test_each_inference_route_calls_the_data_plane_once(client, mnist, monkeypat
 
 
 def test_the_front_door_refuses_a_dependency_it_would_never_solve():
-    """The front door serves `/predict` without FastAPI's dependency solving: a dependency
-    declared on that route would silently do nothing, so the app refuses to build."""
+    """The front door serves `/predict` without FastAPI's dependency solving (the data plane's
+    aside): another dependency declared on that route would silently do nothing, so the app
+    refuses to build."""
     router = APIRouter()
     router.add_api_route(
         "/predict", predict, methods=["POST"], dependencies=[Depends(lambda: None)]
     )
-    with pytest.raises(RuntimeError, match="solves no FastAPI dependencies"):
+    with pytest.raises(RuntimeError, match="solves no FastAPI dependency but the data plane"):
         inference_routes(router.routes)
 
 
