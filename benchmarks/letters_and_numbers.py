@@ -2,7 +2,7 @@
 to `/predict` and `/read`, numbers sent to `/predict`, and the flags `/read` puts on numbers.
 
 Seeded pictures, posted to the service on the committed models (in process, variant group):
-* letters and symbols drawn as strokes (`devtools.pictures.hand_letters`), as canvas exports and
+* letters and symbols drawn as strokes (`training.hand_letters`), as canvas exports and
   phone photos: flagged by `/predict`; flagged by `/read` (`looks_like_number`) and refused by
   `/read?strict=true`; "before" is the digit check's score alone (what the service said until
   segmentation judged its cuts);
@@ -24,15 +24,16 @@ import os
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 from fastapi.testclient import TestClient
 
 from devtools.committed import committed_models
-from devtools.pictures.hand_letters import drawings
 from devtools.pictures.kinds import KINDS, render, sample
 from devtools.pictures.numbers import SPACINGS, sample_numbers
 from devtools.pictures.scene import Picture
+from training.hand_letters import drawings
 
 TARGET_LETTERS, TARGET_FALSE_FLAGS, TARGET_NUMBERS, TARGET_SINGLES = 0.90, 0.10, 0.90, 0.005
 LETTER_KINDS = ("white_canvas", "grey_photo", "sheet_on_desk", "ruled_paper")
@@ -109,13 +110,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-cell", type=int, default=40)
     parser.add_argument("--per-kind", type=int, default=20)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--models-dir", type=Path, help="models and digit check; default: the committed ones"
+    )
     args = parser.parse_args(argv)
     from service.app import create_app
     from service.settings import Settings
     from training.data import load_idx_directory
 
     data = load_idx_directory(args.data_dir)
-    app = create_app(Settings(models_dir=committed_models(), grpc_port=0, log_level="warning"))
+    models_dir = args.models_dir or committed_models()
+    app = create_app(Settings(models_dir=models_dir, grpc_port=0, log_level="warning"))
     with TestClient(app) as client:
         while client.get("/health/ready").status_code != 200:
             time.sleep(0.2)

@@ -33,17 +33,21 @@ TARGET = 0.97
 REQUEST_SIZE = 16  # pictures per request
 
 
-def post_pictures(client: Any, pictures: list[Picture]) -> list[dict[str, Any]]:
-    """`/predict?variant=all&return_input=true` answers, one request per REQUEST_SIZE pictures."""
+def post_pictures(
+    client: Any, pictures: list[Picture], version: int | None = None
+) -> list[dict[str, Any]]:
+    """`/predict?variant=all&return_input=true` answers, one request per REQUEST_SIZE pictures
+    (of `version` of each variant; None: the one serving)."""
+    params: dict[str, Any] = {"variant": "all", "return_input": "true"}
+    if version is not None:
+        params["version"] = version
     answers = []
     for start in range(0, len(pictures), REQUEST_SIZE):
         chunk = pictures[start : start + REQUEST_SIZE]
         files = [
             ("file", (f"{i}.{p.extension}", p.data, p.media_type)) for i, p in enumerate(chunk)
         ]
-        response = client.post(
-            "/predict", params={"variant": "all", "return_input": "true"}, files=files
-        )
+        response = client.post("/predict", params=params, files=files)
         if response.status_code != 200:
             raise RuntimeError(f"/predict answered {response.status_code}: {response.text}")
         answers.append(response.json())
@@ -51,14 +55,19 @@ def post_pictures(client: Any, pictures: list[Picture]) -> list[dict[str, Any]]:
 
 
 def accuracy_by_kind(
-    client: Any, images: np.ndarray, labels: np.ndarray, per_kind: int, seed: int
+    client: Any,
+    images: np.ndarray,
+    labels: np.ndarray,
+    per_kind: int,
+    seed: int,
+    version: int | None = None,
 ) -> tuple[dict[str, dict[str, float]], float]:
     """({kind: {variant: accuracy}} over `per_kind` pictures of each kind, seconds posting)."""
     table, posting = {}, 0.0
     for kind in KINDS:
         pictures, truth = zip(*sample(kind, images, labels, per_kind, seed), strict=True)
         started = time.perf_counter()
-        answers = post_pictures(client, list(pictures))
+        answers = post_pictures(client, list(pictures), version)
         posting += time.perf_counter() - started
         table[kind] = {
             variant: float(np.mean(digits_read(answers, variant) == np.array(truth)))
@@ -87,12 +96,14 @@ def uci_pictures(count: int, seed: int, margin: int = 0) -> tuple[list[Picture],
     return pictures, digits.target[picks]
 
 
-def uci_accuracy(client: Any, count: int, seed: int) -> dict[str, dict[str, float]]:
+def uci_accuracy(
+    client: Any, count: int, seed: int, version: int | None = None
+) -> dict[str, dict[str, float]]:
     """{"uci_tight" / "uci_margin_8px": {variant: accuracy}}."""
     table = {}
     for name, margin in (("uci_tight", 0), ("uci_margin_8px", 8)):
         pictures, truth = uci_pictures(count, seed, margin)
-        answers = post_pictures(client, pictures)
+        answers = post_pictures(client, pictures, version)
         table[name] = {
             variant: float(np.mean(digits_read(answers, variant) == truth))
             for variant in answers[0]["results"]
@@ -158,6 +169,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=7, help="picture generator seed")
     parser.add_argument("--figure", type=Path, help="write the inputs-vs-model-input figure here")
     parser.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR"))
+    parser.add_argument(
+        "--models-dir", type=Path, help="models to serve; default: the committed versions"
+    )
+    parser.add_argument("--version", type=int, help="version of each variant; default: serving")
     args = parser.parse_args()
     if not args.data_dir:
         parser.error("set MNIST_DATA_DIR or pass --data-dir (the MNIST IDX files)")
@@ -169,14 +184,15 @@ def main() -> int:
     from training.data import load_idx_directory
 
     data = load_idx_directory(args.data_dir)
-    settings = Settings(models_dir=committed_models(), max_upload_bytes=64 * 1024 * 1024)
+    models_dir = args.models_dir or committed_models()
+    settings = Settings(models_dir=models_dir, max_upload_bytes=64 * 1024 * 1024)
     with TestClient(create_app(settings)) as client:
         while client.get("/health/ready").status_code != 200:
             time.sleep(0.05)
         table, seconds = accuracy_by_kind(
-            client, data.test_images, data.test_labels, args.per_kind, args.seed
+            client, data.test_images, data.test_labels, args.per_kind, args.seed, args.version
         )
-        uci = uci_accuracy(client, args.per_kind, args.seed)
+        uci = uci_accuracy(client, args.per_kind, args.seed, args.version)
         if args.figure:
             draw_figure(client, data.test_images, data.test_labels, args.figure)
     variants = list(next(iter(table.values())))

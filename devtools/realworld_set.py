@@ -13,7 +13,9 @@ out: fp32 and INT8 would both miss it.
 from __future__ import annotations
 
 import argparse
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, required=True, help="the .npz to write")
     parser.add_argument("--per-kind", type=int, default=PER_KIND)
     parser.add_argument("--seed", type=int, default=11)  # not the benchmarks' seed (7)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes")
     parser.add_argument(
         "--split",
         choices=("test", "train"),
@@ -64,13 +67,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    data = load_mnist(args.data_dir)
+    images, labels = _split(load_mnist(args.data_dir), args.split)
     parts: list[tuple[np.ndarray, np.ndarray, str]] = []
     started = time.perf_counter()
-    for index, kind in enumerate(KINDS, start=1):
-        images, labels = framed_pictures(kind, *_split(data, args.split), args.per_kind, args.seed)
-        parts.append((images, labels, kind))
-        print(f"[{index}/{len(KINDS)}] {kind}: {len(labels)} of {args.per_kind} framed", flush=True)
+    with ProcessPoolExecutor(args.workers) as pool:
+        futures = [
+            pool.submit(framed_pictures, kind, images, labels, args.per_kind, args.seed)
+            for kind in KINDS
+        ]
+        for index, (kind, future) in enumerate(zip(KINDS, futures, strict=True), start=1):
+            framed, truth = future.result()
+            parts.append((framed, truth, kind))
+            print(
+                f"[{index}/{len(KINDS)}] {kind}: {len(truth)} of {args.per_kind} framed", flush=True
+            )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(
         args.output,

@@ -13,7 +13,10 @@ removed) but keeps every mark, not only the largest, then:
    split would put it. With a judge, where its pieces look most like digits; a mark that did
    not look like a digit and whose best pieces do not all look like one either (the strokes of
    an "A") gives digits marked `doubtful`, which the service flags as not digits (`cuts`).
-4. Each digit's ink is framed by `preprocessing.frame_digit`, exactly as a lone digit is.
+4. Broken digits: with a judge, neighbours close together that look more like one digit
+   together than like one each are joined (`merges`: a thin pen's 0 open at the top, a 9's
+   tail lifted off its loop).
+5. Each digit's ink is framed by `preprocessing.frame_digit`, exactly as a lone digit is.
 
 Boxes are in the upright picture's pixels (its EXIF orientation applied): x, y, width, height.
 
@@ -35,6 +38,7 @@ from mnist_shared.blobs import BLOB_LEVEL
 from mnist_shared.cuts import JUDGED_MAX_WIDTH, JUDGED_WIDTH, Judge, Reading, cut_evenly, judged_cut
 from mnist_shared.ink import NoDigitFound, all_marks
 from mnist_shared.marks import Mark, TooManyMarks, check_stop, find_marks
+from mnist_shared.merges import merge_broken
 from mnist_shared.preprocessing import frame_digit, reduce_for_digit
 
 NO_NUMBER = (
@@ -100,7 +104,7 @@ def find_digits(
     scale_x, scale_y = size[0] / ink.shape[1], size[1] / ink.shape[0]
     found = []
     for line_number, line in enumerate(lines):
-        for mark in _attach_fragments(_split_touching(line, reading), stop):
+        for mark in _whole_digits(line, reading):
             check_stop(stop)
             box = (
                 round(mark.left * scale_x), round(mark.top * scale_y),
@@ -179,6 +183,13 @@ def _attach_fragments(line: list[Mark], stop: Event | None) -> list[Mark]:
         nearest = min(others, key=lambda m: _gap(m.left, m.right, fragment.left, fragment.right))
         marks = [m for m in others if m is not nearest] + [nearest.merged(fragment)]
     return sorted(marks, key=lambda m: m.left)
+
+
+def _whole_digits(line: list[Mark], reading: Reading) -> list[Mark]:
+    """The line's marks as digits: wide ones cut, fragments attached, broken ones joined."""
+    marks = _attach_fragments(_split_touching(line, reading), reading.stop)
+    height = float(np.median([mark.height for mark in line]))
+    return merge_broken(marks, _digit_width(line), height, reading)
 
 
 def _gap(start_a: int, end_a: int, start_b: int, end_b: int) -> int:

@@ -140,15 +140,21 @@ def accuracy_on_test_split(model: object, data: MnistData) -> float:
     return float(accuracy)
 
 
+def split_rows(count: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, validation rows) of a random split of `count` images (never the last
+    rows: files may be sorted by class)."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"`validation_fraction` must be in (0, 1). Received: {fraction!r}")
+    order = np.random.default_rng(seed).permutation(count)
+    n_val = max(1, round(count * fraction))
+    return order[n_val:], order[:n_val]
+
+
 def split_validation(
     images: np.ndarray, labels: np.ndarray, fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Random train/validation split (never the last rows: files may be sorted by class)."""
-    if not 0 < fraction < 1:
-        raise ValueError(f"`validation_fraction` must be in (0, 1). Received: {fraction!r}")
-    order = np.random.default_rng(seed).permutation(len(labels))
-    n_val = max(1, round(len(labels) * fraction))
-    val, train = order[:n_val], order[n_val:]
+    """Random train/validation split of images and labels (`split_rows`)."""
+    train, val = split_rows(len(labels), fraction, seed)
     return images[train], labels[train], images[val], labels[val]
 
 

@@ -3,10 +3,11 @@
 The check (`mnist_shared.digit_check`) is a small CNN reading the classifiers' 28x28 input
 and scoring how much it looks like one digit. It learns from MNIST's training digits (and
 redrawn copies of them, `training.augment`, as client pictures look after framing) against
-letters, symbols, scribbles and several digits written together (`training.non_digits`),
+letters, symbols, scribbles, several digits written together and hand-drawn letters
+(`training.non_digits`),
 all framed by the function serving frames uploads with. Its threshold is set on held-out
 digits so that it flags `--flag-rate` of them; the manifest records what it then flags of
-held-out digits and of non-digits drawn in font families it never trained on.
+held-out digits and of non-digits drawn in font families and shapes it never trained on.
 
     mnist-digit-check --data-dir ../shared/data/mnist --output-dir models/digit_check
 """
@@ -14,30 +15,21 @@ held-out digits and of non-digits drawn in font families it never trained on.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import logging
 import os
-import shlex
-import shutil
-import sys
-import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mnist_shared.digit_check import INPUT_NAME, OUTPUT_NAME, DigitCheckManifest
-from mnist_shared.manifest import sha256_file
+from mnist_shared.digit_check import INPUT_NAME, OUTPUT_NAME
 from mnist_shared.preprocessing import IMAGE_SIZE, scale_pixels
-from training.non_digits import KINDS, fonts, non_digits, split_fonts
+from training.digit_check_export import DIGITS, REDRAWN, write_check
+from training.non_digits import KINDS, non_digits, split_lettering
 
 logger = logging.getLogger(__name__)
-
-PARITY_TOLERANCE = 1e-5
-DIGITS = "digits"  # held-out MNIST digits as they are
-REDRAWN = "redrawn_digits"  # the same, redrawn as client pictures look
 
 
 @dataclass(frozen=True)
@@ -58,15 +50,25 @@ class CheckConfig:
 
 @dataclass(frozen=True)
 class ClientPictures:
-    """Client-like pictures as the service framed them (`devtools.realworld_set --split train`,
-    `devtools.pictures.non_digits`): uint8 (N, 28, 28) each."""
+    """Client-like pictures as the service framed them: digits (`devtools.realworld_set --split
+    train`, uint8 (N, 28, 28); or `devtools.client_frames`, uint8 (copies, training images, 28,
+    28), of which only the check's own training rows are learnt from) and non-digits
+    (`devtools.pictures.non_digits`, uint8 (N, 28, 28))."""
 
     digits: np.ndarray
     non_digits: np.ndarray
 
     @classmethod
     def read(cls, realworld_set: Path, non_digit_set: Path) -> ClientPictures:
-        return cls(np.load(realworld_set)["images"], np.load(non_digit_set)["images"])
+        with np.load(realworld_set) as digits:
+            framed = digits["frames"] if "frames" in digits else digits["images"]
+        return cls(framed, np.load(non_digit_set)["images"])
+
+    def digits_of(self, rows: np.ndarray) -> np.ndarray:
+        """The client digits to learn from, given the check's training rows."""
+        if self.digits.ndim == 3:  # a sample of the whole split: no rows to choose
+            return self.digits
+        return self.digits[:, rows].reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
 
 
 @dataclass(frozen=True)
@@ -102,24 +104,22 @@ def make_examples(
     framed them) and twice as many non-digits (with client pictures of non-digits); a
     validation share of the digits held out, and non-digits in held-out font families."""
     from training.augment import augmented_pool
-    from training.data import split_validation
+    from training.data import split_rows
 
-    labels = np.zeros(len(train_images), np.int64)  # the digits' classes do not matter here
-    digits, _, val_digits, _ = split_validation(
-        train_images, labels, config.validation_fraction, config.seed
-    )
+    rows, val_rows = split_rows(len(train_images), config.validation_fraction, config.seed)
+    digits, val_digits = train_images[rows], train_images[val_rows]
     pool = augmented_pool(np.concatenate([digits, val_digits]), config.redrawn_copies, config.seed)
     redrawn, val_redrawn = pool[:, : len(digits)], pool[:, len(digits) :]
-    positives = np.concatenate([digits, *redrawn, *([client.digits] if client else [])])
-    train_fonts, measure_fonts = split_fonts(fonts())
+    positives = np.concatenate([digits, *redrawn, *([client.digits_of(rows)] if client else [])])
+    train_lettering, measure_lettering = split_lettering()
     rng = np.random.default_rng(config.seed)
-    negatives, _ = non_digits(digits, 2 * len(positives), rng, train_fonts)
+    negatives, _ = non_digits(digits, 2 * len(positives), rng, train_lettering)
     if client is not None:
         negatives = np.concatenate([negatives, client.non_digits])
     held_out = {DIGITS: val_digits, REDRAWN: np.concatenate(list(val_redrawn))}
     for kind in KINDS:
         held_out[kind], _ = non_digits(
-            val_digits, len(val_digits) // 2, rng, measure_fonts, (kind,)
+            val_digits, len(val_digits) // 2, rng, measure_lettering, (kind,)
         )
     images = np.concatenate([positives, negatives])
     targets = np.concatenate([np.ones(len(positives)), np.zeros(len(negatives))])
@@ -149,91 +149,6 @@ def train(config: CheckConfig, examples: Examples) -> Any:
     return model
 
 
-def calibrate(digit_scores: np.ndarray, flag_rate: float) -> float:
-    """The score below which `flag_rate` of these held-out digits fall."""
-    return float(np.quantile(digit_scores, flag_rate))
-
-
-def measure(scores: dict[str, np.ndarray], threshold: float) -> dict[str, float]:
-    """Share flagged (score below the threshold) of each kind of held-out picture."""
-    return {kind: round(float(np.mean(s < threshold)), 4) for kind, s in scores.items()}
-
-
-def export_onnx(model: Any, path: Path) -> None:
-    """tf2onnx from a tf.function (its Keras 3 entry point fails on Keras 3 models)."""
-    import onnx
-    import tensorflow as tf
-    import tf2onnx
-
-    signature = tf.TensorSpec((None, IMAGE_SIZE, IMAGE_SIZE), tf.float32, name=INPUT_NAME)
-
-    @tf.function(input_signature=[signature])
-    def serve(image: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {OUTPUT_NAME: model(image, training=False)}
-
-    proto, _ = tf2onnx.convert.from_function(serve, input_signature=[signature], opset=17)
-    onnx.save(proto, str(path))
-
-
-def onnx_scores(path: Path, images: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run([OUTPUT_NAME], {INPUT_NAME: scale_pixels(images)})[0]
-
-
-def write_check(model: Any, config: CheckConfig, examples: Examples) -> DigitCheckManifest:
-    """Export, check parity, calibrate and measure on the exported file, and move the
-    directory into place only when all of it succeeded."""
-    from training.export import library_versions, share_like
-
-    output = config.output_dir
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
-        export_onnx(model, staging / "model.onnx")
-        scores = {k: onnx_scores(staging / "model.onnx", v) for k, v in examples.held_out.items()}
-        keras_scores = model.predict(scale_pixels(examples.held_out[DIGITS]), verbose=0)
-        difference = float(np.abs(keras_scores - scores[DIGITS]).max())
-        if difference > PARITY_TOLERANCE:
-            raise RuntimeError(f"ONNX export differs from Keras by {difference:.2e}; discarded")
-        threshold = calibrate(np.concatenate([scores[DIGITS], scores[REDRAWN]]), config.flag_rate)
-        manifest = DigitCheckManifest(
-            version=config.version,
-            created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            sha256=sha256_file(staging / "model.onnx"),
-            threshold=threshold,
-            calibration={
-                "flag_rate": config.flag_rate,
-                "held_out_digits": len(scores[DIGITS]) + len(scores[REDRAWN]),
-                "parity_max_abs_diff": difference,
-            },
-            measured=measure(scores, threshold),
-            training={**asdict(config), "output_dir": str(output), "command": _command()},
-            libraries=library_versions(),
-        )
-        manifest.write(staging)
-        share_like(staging, output.parent)
-        _replace(staging, output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return manifest
-
-
-def _replace(staging: Path, output: Path) -> None:
-    """`output` becomes `staging`; a previous check is removed only once the new one is there."""
-    previous = output.with_name(f".{output.name}.previous")
-    shutil.rmtree(previous, ignore_errors=True)
-    if output.exists():
-        output.rename(previous)
-    staging.rename(output)
-    shutil.rmtree(previous, ignore_errors=True)
-
-
-def _command() -> str:
-    return shlex.join(["mnist-digit-check", *sys.argv[1:]])
-
-
 def main(argv: list[str] | None = None) -> int:
     from training.data import load_mnist
     from training.variants import setup_logging
@@ -260,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         "--realworld-set",
         type=Path,
         help="client-like pictures of TRAINING digits to learn from too (python -m "
-        "devtools.realworld_set --split train --output PATH); with --non-digit-set",
+        "devtools.client_frames --output PATH, or devtools.realworld_set --split train); with "
+        "--non-digit-set",
     )
     parser.add_argument(
         "--non-digit-set",

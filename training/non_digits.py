@@ -1,4 +1,5 @@
-"""Ink that is not one digit: letters, symbols, scribbles and several digits written together.
+"""Ink that is not one digit: letters, symbols, scribbles, several digits written together and
+letters drawn by hand.
 
 The negatives the digit check learns from (`training.digit_check`) and is measured on
 (`devtools.pictures.non_digits` draws them as client-like pictures). Each item is white ink on
@@ -12,14 +13,17 @@ black, framed by `frame_digit` exactly as serving frames an upload.
 * Scribbles: one to three smooth random pen strokes.
 * Several digits: two or three MNIST digits written close together, touching, overlapping or
   a pixel or two apart.
+* Hand-drawn letters and symbols: pen strokes, not a font's glyphs (`training.hand_letters`).
 
-Fonts are split by family (`split_fonts`): the check trains on some families and is measured on
-the others, so its figures are for lettering it never saw. numpy, Pillow and OpenCV only.
+Fonts are split by family and hand-drawn shapes by shape (`split_lettering`): the check trains
+on some and is measured on the others, so its figures are for lettering it never saw. numpy,
+Pillow and OpenCV only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -28,10 +32,11 @@ from PIL import Image, ImageDraw, ImageFont
 
 from mnist_shared.ink import NoDigitFound
 from mnist_shared.preprocessing import frame_digit
+from training.hand_letters import draw, split_shapes
 
 LETTERS = "AaCcEeFfHhKkLMmNnPpRrTtUuVvWwXxYydhkrwyJ"
 SYMBOLS = "+=#@&%?$*<>~^€£¥§πΣΩ√∞≠÷\u00d7"  # the last: a multiplication sign
-KINDS = ("letter", "symbol", "scribble", "several_digits")
+KINDS = ("letter", "symbol", "scribble", "several_digits", "hand_drawn")
 FONT_DIRS = (Path("/usr/share/fonts/truetype"), Path("/usr/share/fonts/opentype"))
 HELD_OUT_EVERY = 3  # every third font family (sorted by name) is kept for measuring
 GLYPH_SIDE = 112  # glyphs are drawn and distorted on a canvas twice this size
@@ -59,6 +64,22 @@ def split_fonts(families: dict[str, list[Font]]) -> tuple[list[Font], list[Font]
     train = [font for name in names if name not in held for font in families[name]]
     measure = [font for name in names if name in held for font in families[name]]
     return (train or measure), (measure or train)
+
+
+@dataclass(frozen=True)
+class Lettering:
+    """What letters and symbols are drawn with: font faces, and shapes a hand draws."""
+
+    faces: list[Font]
+    shapes: list[str]
+
+
+def split_lettering() -> tuple[Lettering, Lettering]:
+    """(lettering to train on, lettering to measure on): font families and hand-drawn shapes
+    each split so that neither part has the other's."""
+    train_faces, measure_faces = split_fonts(fonts())
+    train_shapes, measure_shapes = split_shapes()
+    return Lettering(train_faces, train_shapes), Lettering(measure_faces, measure_shapes)
 
 
 def glyph(character: str, font: Font, rng: np.random.Generator) -> np.ndarray:
@@ -108,16 +129,18 @@ def non_digits(
     images: np.ndarray,
     count: int,
     rng: np.random.Generator,
-    faces: list[Font],
+    lettering: Lettering,
     kinds: tuple[str, ...] = KINDS,
 ) -> tuple[np.ndarray, list[str]]:
     """`count` non-digits framed as serving frames an upload (uint8 (count, 28, 28)) and their
     kinds, taking turns; `images` are the MNIST digits several-digit pictures are made of."""
+    faces = lettering.faces
     makers: dict[str, Callable[[], np.ndarray]] = {
         "letter": lambda: glyph(str(rng.choice(list(LETTERS))), _pick(faces, rng), rng),
         "symbol": lambda: glyph(str(rng.choice(list(SYMBOLS))), _pick(faces, rng), rng),
         "scribble": lambda: scribble(rng),
         "several_digits": lambda: several_digits(images, rng),
+        "hand_drawn": lambda: draw(str(rng.choice(lettering.shapes)), rng) / 255.0,
     }
     made: list[np.ndarray] = []
     made_kinds: list[str] = []

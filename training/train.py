@@ -21,7 +21,13 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-from training.export import REALWORLD_SET_HELP
+from training.export import REALWORLD_SET_HELP, read_realworld_set
+from training.training_set import (
+    CLIENT_FRAMES_HELP,
+    ClientFramesError,
+    TrainingSet,
+    prepare_training_set,
+)
 from training.variants import (
     ARCHITECTURES,
     DEFAULT_ARCHITECTURE,
@@ -47,6 +53,7 @@ class TrainConfig:
     runs_dir: str | None = None  # the run's summary and curves; None: runs/ beside output_dir
     augment: bool = True  # small shifts, turns and zooms of every batch
     redrawn_copies: int = 6  # redrawn versions of each training image (training.augment)
+    client_frames: str | None = None  # devtools.client_frames .npz: more versions of each image
     precision: str = "auto"
     validation_fraction: float = 0.1
     patience: int = 20  # epochs without val_loss improvement before stopping
@@ -109,6 +116,7 @@ def _parser(defaults: TrainConfig) -> argparse.ArgumentParser:
         default=defaults.redrawn_copies,
         help="redrawn copies of each training image (pen width, slant, blur), 0 for none",
     )
+    p.add_argument("--client-frames", help=CLIENT_FRAMES_HELP)
     p.add_argument(
         "--precision", choices=PRECISIONS, default=defaults.precision, help="auto: by device"
     )
@@ -158,38 +166,6 @@ def parse_args(argv: list[str] | None) -> TrainConfig:
         **{k: v for k, v in vars(args).items() if k != "variant"},
         command=shlex.join(["mnist-train", *(sys.argv[1:] if argv is None else argv)]),
     )
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainingSet:
-    """The training/validation split, and redrawn copies of the training images."""
-
-    train_images: Any
-    train_labels: Any
-    val_images: Any
-    val_labels: Any
-    redrawn: Any  # uint8 (copies, N, 28, 28) or None
-    corrections: Any = None  # training.corrections.Corrections, with --corrections
-
-
-def prepare_training_set(config: TrainConfig, data: Any) -> TrainingSet:
-    """Split off validation images; redraw the training images (once, for every variant)."""
-    from training.augment import augmented_pool
-    from training.data import split_validation
-
-    train_x, train_y, val_x, val_y = split_validation(
-        data.train_images, data.train_labels, config.validation_fraction, config.seed
-    )
-    corrections = None
-    if config.corrections:
-        from training.corrections import Corrections
-
-        corrections = Corrections(Path(config.corrections))
-        train_x, train_y = corrections.mixed_into(train_x, train_y)
-    redrawn = None
-    if config.redrawn_copies:
-        redrawn = augmented_pool(train_x, config.redrawn_copies, config.seed)
-    return TrainingSet(train_x, train_y, val_x, val_y, redrawn, corrections)
 
 
 def train_variant(
@@ -344,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     runs_dir = _writable_runs_dir(config)
     if runs_dir is None:
         return 2
+    if config.export and config.realworld_set:  # read at export: fail now, not after training
+        read_realworld_set(Path(config.realworld_set))
     logger.info("config: %s", json.dumps(dataclasses.asdict(config)))
     setup = configure_devices(config.precision)
     try:
@@ -351,7 +329,11 @@ def main(argv: list[str] | None = None) -> int:
     except DatasetError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    training_set = prepare_training_set(config, data)
+    try:
+        training_set = prepare_training_set(config, data)
+    except ClientFramesError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     results = [
         train_variant(variant, config, data, training_set, setup) for variant in config.variants
     ]

@@ -1,9 +1,10 @@
 """Client-like pictures of things that are not one digit, framed as the service frames them.
 
-`training.non_digits` draws letters and symbols (in the font families the digit check did not
-train on), scribbles and several digits written together; each is then handed to a random
-kind of client picture (`devtools.pictures.kinds`: photographed, shadowed, on ruled paper,
-JPEG-encoded ...) and decoded by the service's own decoding, exactly as a digit would be.
+`training.non_digits` draws letters and symbols (in the font families and hand-drawn shapes
+the digit check did not train on), scribbles and several digits written together; each is then
+handed to a random kind of client picture (`devtools.pictures.kinds`: photographed, shadowed,
+on ruled paper, JPEG-encoded ...) and decoded by the service's own decoding, exactly as a digit
+would be.
 What the service then shows the models is what the check is measured on
 (`benchmarks/not_a_digit.py`, `tests/unit/test_digit_check.py`), and, drawn from the training
 split in the training font families, what it learns from besides (`mnist-digit-check
@@ -25,7 +26,7 @@ from devtools.pictures.kinds import KINDS as PICTURE_KINDS
 from devtools.pictures.kinds import render
 from service.dataplane.decoding import Limits, decode_images
 from service.errors import NoDigit
-from training.non_digits import KINDS, fonts, non_digits, split_fonts
+from training.non_digits import KINDS, non_digits, split_lettering
 
 _LIMITS = Limits(max_images=1, max_image_pixels=50_000_000, max_request_pixels=50_000_000)
 
@@ -40,11 +41,11 @@ def framed_non_digits(
     """`count` seeded non-digits as client pictures, framed by the service's decoding: uint8
     (K, 28, 28) and each one's kind; K < count where decoding found no ink at all. `images`
     are the digits several-digit pictures are made of (the test split to measure, the
-    training split `for_training`, which also draws in the training font families)."""
+    training split `for_training`, which also draws in the training fonts and shapes)."""
     rng = np.random.default_rng([seed, 101])
-    training_fonts, held_out_fonts = split_fonts(fonts())
-    faces = training_fonts if for_training else held_out_fonts
-    inks, made_kinds = non_digits(images, count, rng, faces, kinds)
+    training_lettering, held_out_lettering = split_lettering()
+    lettering = training_lettering if for_training else held_out_lettering
+    inks, made_kinds = non_digits(images, count, rng, lettering, kinds)
     framed, framed_kinds = [], []
     for ink, kind in zip(inks, made_kinds, strict=True):
         picture_kind = list(PICTURE_KINDS)[int(rng.integers(len(PICTURE_KINDS)))]

@@ -3,7 +3,9 @@
 Each shape is a few polylines in a unit box; every drawing jitters the points, slants and
 squeezes the shape, and picks a pen width, then draws it at MNIST's format (white on black,
 28x28, the shape in the middle 20x20), so that `devtools.pictures.kinds` can make any client
-picture of it (a phone photo, a canvas export ...) as it does of a digit.
+picture of it (a phone photo, a canvas export ...) as it does of a digit. The digit check
+learns from some shapes and is measured on the others (`split_shapes`, as fonts are split by
+family in `training.non_digits`).
 
 Shapes a reader would take for a digit are left out (O, I, S, Z, B, G, and symbols such as `/`
 or `|`): no check can tell them from one, and they are not what these pictures measure.
@@ -109,6 +111,14 @@ SHAPES: dict[str, list[Stroke]] = {
 # Drawn wider or narrower than tall (the unit box's width against its height).
 _ASPECT = {"+": 1.0, "=": 1.0, "#": 1.0, "*": 1.0, "%": 0.9, "@": 1.0, "M": 1.0, "W": 1.1}
 _SCALE = 4  # drawn at 4x and reduced, as MNIST's anti-aliased strokes
+HELD_OUT_EVERY = 3  # every third shape (sorted) is kept for measuring the digit check
+
+
+def split_shapes() -> tuple[list[str], list[str]]:
+    """(shapes to train on, shapes to measure on): every HELD_OUT_EVERY-th one held out."""
+    names = sorted(SHAPES)
+    held = [name for index, name in enumerate(names) if index % HELD_OUT_EVERY == 1]
+    return [name for name in names if name not in held], held
 
 
 def draw(shape: str, rng: np.random.Generator) -> np.ndarray:
