@@ -24,9 +24,7 @@ import numpy as np
 
 from devtools.pictures.kinds import KINDS
 from devtools.pictures.low_resolution import low_resolution
-from devtools.realworld_set import _LIMITS
-from service.dataplane.decoding import decode_images
-from service.errors import NoDigit
+from devtools.realworld_set import framed_as_served
 from training.data import load_mnist
 
 COPIES = 3
@@ -44,11 +42,10 @@ def frame_chunk(
     kinds = []
     for row, digit in enumerate(digits):
         kind = names[int(rng.integers(len(names)))]
-        picture = TRAINING_KINDS[kind](digit, rng)
-        try:
-            framed[row] = decode_images([(kind, picture.data)], _LIMITS).digits[0]
-        except NoDigit:
-            framed[row], kind = digit, "mnist"
+        seen = framed_as_served(kind, TRAINING_KINDS[kind](digit, rng))
+        if seen is None:  # no digit found: the copy keeps the MNIST digit
+            seen, kind = digit, "mnist"
+        framed[row] = seen
         kinds.append(kind)
     return framed, kinds
 

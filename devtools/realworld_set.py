@@ -21,12 +21,22 @@ from pathlib import Path
 import numpy as np
 
 from devtools.pictures.kinds import KINDS, sample
+from devtools.pictures.scene import Picture
 from service.dataplane.decoding import Limits, decode_images
 from service.errors import NoDigit
 from training.data import MnistData, load_mnist
 
 PER_KIND = 300
 _LIMITS = Limits(max_images=1, max_image_pixels=50_000_000, max_request_pixels=50_000_000)
+
+
+def framed_as_served(label: str, picture: Picture) -> np.ndarray | None:
+    """The 28x28 image the model would be shown of one client picture (the service's own
+    decoding, generous size limits), or None when no digit is found in it."""
+    try:
+        return decode_images([(label, picture.data)], _LIMITS).digits[0]
+    except NoDigit:
+        return None
 
 
 def framed_pictures(
@@ -36,12 +46,10 @@ def framed_pictures(
     digits; K < count when no digit was found in some."""
     framed, truth = [], []
     for picture, label in sample(kind, images, labels, count, seed):
-        try:
-            decoded = decode_images([(kind, picture.data)], _LIMITS)
-        except NoDigit:
-            continue
-        framed.append(decoded.digits[0])
-        truth.append(label)
+        digit = framed_as_served(kind, picture)
+        if digit is not None:
+            framed.append(digit)
+            truth.append(label)
     return np.array(framed, np.uint8).reshape(-1, 28, 28), np.array(truth, np.int64)
 
 

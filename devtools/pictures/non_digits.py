@@ -24,11 +24,8 @@ import numpy as np
 
 from devtools.pictures.kinds import KINDS as PICTURE_KINDS
 from devtools.pictures.kinds import render
-from service.dataplane.decoding import Limits, decode_images
-from service.errors import NoDigit
+from devtools.realworld_set import framed_as_served
 from training.non_digits import KINDS, non_digits, split_lettering
-
-_LIMITS = Limits(max_images=1, max_image_pixels=50_000_000, max_request_pixels=50_000_000)
 
 
 def framed_non_digits(
@@ -49,12 +46,10 @@ def framed_non_digits(
     framed, framed_kinds = [], []
     for ink, kind in zip(inks, made_kinds, strict=True):
         picture_kind = list(PICTURE_KINDS)[int(rng.integers(len(PICTURE_KINDS)))]
-        picture = render(picture_kind, ink, rng)
-        try:
-            decoded = decode_images([(picture_kind, picture.data)], _LIMITS)
-        except NoDigit:  # faint ink the picture's noise drowned
+        digit = framed_as_served(picture_kind, render(picture_kind, ink, rng))
+        if digit is None:  # faint ink the picture's noise drowned
             continue
-        framed.append(decoded.digits[0])
+        framed.append(digit)
         framed_kinds.append(kind)
     return np.array(framed, np.uint8).reshape(-1, 28, 28), framed_kinds
 
