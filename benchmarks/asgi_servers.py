@@ -17,15 +17,14 @@ requests a second on any load: then the design's choice of server is to be measu
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.http_load import WRK_SCRIPT, Load, run_wrk
+from benchmarks.harness import wrk_missing
+from benchmarks.http_load import WRK_SCRIPT, Load, run_wrk, v2_json_body
 from devtools import REPO_ROOT
 from devtools.committed import committed_models
 from devtools.payloads import sample_png
@@ -67,15 +66,9 @@ def worker_pid(process: subprocess.Popen) -> int:
 
 
 def bodies(tmp: Path, png: bytes) -> dict[str, Load]:
-    import numpy as np
-    from PIL import Image
-
     (tmp / "post.lua").write_text(WRK_SCRIPT)
     (tmp / "digit.png").write_bytes(png)
-    pixels = (np.asarray(Image.open(tmp / "digit.png"), np.float32) / 255).round(4)
-    tensor = {"name": "image", "shape": [1, 28, 28], "datatype": "FP32"}
-    body = {"inputs": [{**tensor, "data": pixels.ravel().tolist()}]}
-    (tmp / "v2.json").write_text(json.dumps(body))
+    (tmp / "v2.json").write_bytes(v2_json_body(png))
     return {
         "/predict PNG": Load("/predict?variant=group", tmp / "digit.png", "image/png"),
         "/v2 JSON": Load("/v2/models/group/infer", tmp / "v2.json", "application/json"),
@@ -88,10 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds, best kept")
     parser.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR"))
     args = parser.parse_args(argv)
-    if not shutil.which("wrk") or not Path(sys.executable).with_name("granian").exists():
-        print(
-            "error: needs wrk (Debian package) and granian (pip install granian)", file=sys.stderr
-        )
+    if wrk_missing():
+        return 2
+    if not Path(sys.executable).with_name("granian").exists():
+        print("error: granian is not installed (pip install granian)", file=sys.stderr)
         return 2
     best: dict[tuple[str, str, int], dict] = {}
     with tempfile.TemporaryDirectory() as tmp_name:

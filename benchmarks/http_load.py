@@ -119,6 +119,19 @@ def v2_binary_body(png: bytes, images: int) -> tuple[bytes, int]:
     return header + batch.tobytes(), len(header)
 
 
+def v2_json_body(png: bytes) -> bytes:
+    """An Open Inference Protocol request of the digit as a JSON tensor, FP32 [1, 28, 28], each
+    pixel to 4 decimals (as a client writing floats would send it)."""
+    import numpy as np
+    from PIL import Image
+
+    from mnist_shared.preprocessing import scale_pixels
+
+    pixels = scale_pixels(np.asarray(Image.open(io.BytesIO(png)))).round(4)
+    tensor = {"name": "image", "shape": [1, 28, 28], "datatype": "FP32"}
+    return json.dumps({"inputs": [{**tensor, "data": pixels.ravel().tolist()}]}).encode()
+
+
 def grpc_body(png: bytes) -> bytes:
     """A length-prefixed gRPC ModelInfer message of one digit, raw FP32 contents."""
     import numpy as np

@@ -19,7 +19,6 @@ when a load answered errors or py-spy took no samples.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -29,7 +28,16 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from benchmarks.http_load import WRK_SCRIPT, Load, grpc_body, run_h2load, run_wrk, v2_binary_body
+from benchmarks.harness import wrk_missing
+from benchmarks.http_load import (
+    WRK_SCRIPT,
+    Load,
+    grpc_body,
+    run_h2load,
+    run_wrk,
+    v2_binary_body,
+    v2_json_body,
+)
 from devtools.committed import committed_models
 from devtools.payloads import sample_png
 from devtools.servers import free_port, settled_cpu, start_service
@@ -100,14 +108,8 @@ def profile_load(
 
 def loads(tmp: Path, png: bytes) -> dict[str, Load | Path]:
     """Each load's body, written where wrk or h2load reads it."""
-    import numpy as np
-    from PIL import Image
-
     (tmp / "digit.png").write_bytes(png)
-    pixels = (np.asarray(Image.open(tmp / "digit.png"), np.float32) / 255).round(4)
-    json_body = {"inputs": [{"name": "image", "shape": [1, 28, 28], "datatype": "FP32",
-                             "data": pixels.ravel().tolist()}]}  # fmt: skip
-    (tmp / "v2.json").write_text(json.dumps(json_body))
+    (tmp / "v2.json").write_bytes(v2_json_body(png))
     binary, header_length = v2_binary_body(png, 1)
     (tmp / "v2.bin").write_bytes(binary)
     (tmp / "grpc.bin").write_bytes(grpc_body(png))
@@ -133,8 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw-dir", type=Path, help="keep py-spy's collapsed stacks here")
     parser.add_argument("--flamegraph", type=Path, help="an SVG of PNG /predict at 64 clients")
     args = parser.parse_args(argv)
-    if not shutil.which("wrk") or not Path(PY_SPY).exists():
-        print("error: needs wrk (Debian package) and py-spy (pip install py-spy)", file=sys.stderr)
+    if wrk_missing():
+        return 2
+    if not Path(PY_SPY).exists():
+        print("error: py-spy is not installed (pip install py-spy)", file=sys.stderr)
         return 2
     clients = [int(count) for count in args.clients.split(",")]
     if args.raw_dir:
