@@ -150,14 +150,6 @@ def split_rows(count: int, fraction: float, seed: int) -> tuple[np.ndarray, np.n
     return order[n_val:], order[:n_val]
 
 
-def split_validation(
-    images: np.ndarray, labels: np.ndarray, fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Random train/validation split of images and labels (`split_rows`)."""
-    train, val = split_rows(len(labels), fraction, seed)
-    return images[train], labels[train], images[val], labels[val]
-
-
 def make_dataset(
     images: np.ndarray,
     labels: np.ndarray,
