@@ -108,9 +108,10 @@ async def _lifespan(
     return_large_blocks()
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
     in_flight = _in_flight(settings)
-    registry = ModelRegistry(settings, metrics, executor, in_flight)
-    app.state.registry = registry
     digit_check = _digit_check(settings, executor)
+    folded = digit_check.model if isinstance(digit_check, DigitCheck) else None
+    registry = ModelRegistry(settings, metrics, executor, in_flight, folded)
+    app.state.registry = registry
     app.state.dataplane = DataPlane(settings, registry, metrics, in_flight, digit_check)
     app.state.repository = RepositoryHandlers(registry)
     loader = await _start_loading(registry, settings) if load_models else None

@@ -179,10 +179,12 @@ class DataPlane:
             async with admitted as admission, request.watch_client():
                 decoded = await self._model_input(payload, request.whole)
                 admission.grow((len(decoded.images) - payload.count) * len(variants))
-                decoded, scores = await self.digit_verdicts.verdicts(
-                    decoded, request.strict, request.whole
+                results, scores = await self._run(
+                    variants, backend, precision, decoded.images, version
                 )
-                results = await self._run(variants, backend, precision, decoded.images, version)
+                decoded, results, scores = await self.digit_verdicts.verdicts(
+                    decoded, results, scores, request.strict, request.whole
+                )
         return InferenceAnswer(
             results, backend, decoded.images, decoded.failures, decoded.numbers,
             scores, self.digit_verdicts.threshold, decoded.digits_beside,
@@ -236,8 +238,9 @@ class DataPlane:
         asked: str | None,
         images: np.ndarray,
         version: int | None,
-    ) -> list[VariantResult]:
-        """Probabilities of every variant, each in the precision `asked` or its default. Each
+    ) -> tuple[list[VariantResult], np.ndarray | None]:
+        """Probabilities of every variant, each in the precision `asked` or its default, and
+        the digit scores where the check ran folded into a model's session (else None). Each
         variant's model is picked once, here (a canary share by a candidate when the request
         names no version): a version swapped in meanwhile serves the next request."""
         candidates = [self.experiments.candidate(v, version, asked) for v in variants]
@@ -255,19 +258,22 @@ class DataPlane:
                     for model, precision in zip(models, precisions, strict=True)
                 )
             )
-        for model, candidate, answer in zip(models, candidates, answers, strict=True):
+        for model, candidate, (probabilities, _) in zip(models, candidates, answers, strict=True):
             self._metrics.images_classified(model.variant, len(images))
             if candidate is not None and model is not candidate:
-                self.experiments.mirror(candidate, images, answer, self._inferer(backend, asked))
-        return [
-            VariantResult(model.variant, model.version, backend, precision, probabilities)
-            for model, precision, probabilities in zip(models, precisions, answers, strict=True)
+                self.experiments.mirror(
+                    candidate, images, probabilities, self._inferer(backend, asked)
+                )
+        results = [
+            VariantResult(model.variant, model.version, backend, precision, answer[0])
+            for model, precision, answer in zip(models, precisions, answers, strict=True)
         ]
+        return results, next((scores for _, scores in answers if scores is not None), None)
 
     def _inferer(self, backend: str, asked: str | None) -> Infer:
         async def infer(model: LoadedModel, images: np.ndarray) -> np.ndarray:
             precision = self._precision_of(model, backend, asked)
-            return await self._registry.predict(model, backend, precision, images)
+            return (await self._registry.predict(model, backend, precision, images))[0]
 
         return infer
 

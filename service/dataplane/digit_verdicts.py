@@ -1,9 +1,10 @@
 """The digit check as the data plane uses it: one verdict per picture, `strict=true`, the judge
 that segmentation asks.
 
-Holds the loaded check (`service.runtime.digit_check`) or why there is none. `verdicts` scores
-a request's model input once (not once per variant) and, for `strict=true`, leaves out the
-pictures that do not look like one digit before the classifiers run.
+Holds the loaded check (`service.runtime.digit_check`) or why there is none. `verdicts` takes
+the scores the classifiers' sessions answered with the check folded in (or scores the model
+input once, not once per variant, where none did) and, for `strict=true`, leaves out the
+pictures that do not look like one digit, with their rows of every variant's answer.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from mnist_shared.segmentation import Judge
-from service.dataplane.inference import ModelInput, several_digits
+from service.dataplane.inference import ModelInput, VariantResult, several_digits
 from service.errors import BadRequest, NotADigit
 from service.runtime.digit_check import DigitCheck
 
@@ -51,17 +52,30 @@ class DigitVerdicts:
             )
 
     async def verdicts(
-        self, model_input: ModelInput, strict: bool, whole: bool
-    ) -> tuple[ModelInput, np.ndarray | None]:
-        """Each row's score (None without a check); with `strict`, the flagged rows left out."""
+        self,
+        model_input: ModelInput,
+        results: list[VariantResult],
+        scores: np.ndarray | None,
+        strict: bool,
+        whole: bool,
+    ) -> tuple[ModelInput, list[VariantResult], np.ndarray | None]:
+        """Each row's score (`scores` when the classifiers answered them, else the check's;
+        None without a check); with `strict`, the flagged rows left out of the input and of
+        each variant's answer."""
         if self._check is None:
-            return model_input, None
-        scores = await self._check.scores(model_input.images)
+            return model_input, results, None
+        if scores is None:
+            scores = await self._check.scores(model_input.images)
         if not strict:
-            return model_input, scores
+            return model_input, results, scores
+        threshold = self._check.threshold
         if model_input.numbers is not None:
-            return refuse_non_numbers(model_input, scores, self._check.threshold, whole)
-        return refuse_non_digits(model_input, scores, self._check.threshold, whole)
+            kept_input, kept = refuse_non_numbers(model_input, scores, threshold, whole)
+        else:
+            kept_input, kept = refuse_non_digits(model_input, scores, threshold, whole)
+        if kept is None:
+            return model_input, results, scores
+        return kept_input, [result.rows(kept) for result in results], scores[kept]
 
     def describe(self) -> dict[str, Any]:
         """The check's version, threshold and figures, or why there is none."""
@@ -70,12 +84,13 @@ class DigitVerdicts:
 
 def refuse_non_digits(
     model_input: ModelInput, scores: np.ndarray, threshold: float, whole: bool
-) -> tuple[ModelInput, np.ndarray]:
+) -> tuple[ModelInput, np.ndarray | None]:
     """`strict=true`: the rows scoring below `threshold` left out as pictures without a digit
-    are (an error entry in their place), NotADigit when none is left or when `whole`."""
+    are (an error entry in their place), and which rows are kept (None: all of them);
+    NotADigit when none is left or when `whole`."""
     flagged = (scores < threshold) | several_digits(model_input)
     if not flagged.any():
-        return model_input, scores
+        return model_input, None
     if whole or flagged.all():
         raise NotADigit(
             f"{int(flagged.sum())} of {len(scores)} pictures do not look like one handwritten "
@@ -90,23 +105,24 @@ def refuse_non_digits(
         ModelInput(
             model_input.images[kept], failures, None, None if beside is None else beside[kept]
         ),
-        scores[kept],
+        kept,
     )
 
 
 def refuse_non_numbers(
     model_input: ModelInput, scores: np.ndarray, threshold: float, whole: bool
-) -> tuple[ModelInput, np.ndarray]:
+) -> tuple[ModelInput, np.ndarray | None]:
     """`strict=true` on readings: a picture any of whose digits is flagged (its score below
     `threshold`, or cut from a mark segmentation doubted) is left out as a picture without a
-    number is; NotADigit when none is left or when `whole`."""
+    number is, and which rows are kept (None: all of them); NotADigit when none is left or
+    when `whole`."""
     assert model_input.numbers is not None
     sizes = [len(found) for found in model_input.numbers]
     flagged_rows = (scores < threshold) | several_digits(model_input)
     starts = np.cumsum([0, *sizes])
     flagged = np.array([flagged_rows[a:b].any() for a, b in itertools.pairwise(starts)], bool)
     if not flagged.any():
-        return model_input, scores
+        return model_input, None
     if whole or flagged.all():
         raise NotADigit(
             f"{int(flagged.sum())} of {len(sizes)} pictures hold something that does not look "
@@ -117,7 +133,7 @@ def refuse_non_numbers(
     kept_rows = ~np.repeat(flagged, sizes)
     numbers = [found for found, refused in zip(model_input.numbers, flagged, strict=True)
                if not refused]  # fmt: skip
-    return ModelInput(model_input.images[kept_rows], failures, numbers), scores[kept_rows]
+    return ModelInput(model_input.images[kept_rows], failures, numbers), kept_rows
 
 
 def _with_refused(failures: dict[int, str], refused: np.ndarray, why: str) -> dict[int, str]:

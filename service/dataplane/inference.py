@@ -9,6 +9,7 @@ the images are read (`read_images`) and how a client's departure is noticed (`wa
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
@@ -73,6 +74,10 @@ class VariantResult:
     @property
     def digits(self) -> np.ndarray:
         return self.probabilities.argmax(axis=1)
+
+    def rows(self, kept: np.ndarray) -> VariantResult:
+        """This answer for the rows `kept` (a bool mask) only."""
+        return dataclasses.replace(self, probabilities=self.probabilities[kept])
 
 
 @dataclass(frozen=True)

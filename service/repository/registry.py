@@ -35,6 +35,7 @@ from service.repository.variants import (
 from service.repository.version_policy import VersionPolicy
 from service.runtime.backends import Backend, SavedModelBackend
 from service.runtime.batching import MicroBatcher
+from service.runtime.folded_check import split_digit_scores
 from service.runtime.in_flight import InFlight
 from service.runtime.model_loading import LoadFailed, fingerprint, load_version, smoke_check
 from service.settings import Settings
@@ -44,9 +45,16 @@ logger = logging.getLogger(__name__)
 
 class ModelRegistry(RegistryState):
     def __init__(
-        self, settings: Settings, metrics: Metrics, executor: Executor, in_flight: InFlight
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        executor: Executor,
+        in_flight: InFlight,
+        digit_check: bytes | None = None,
     ) -> None:
+        """`digit_check`: the check's verified ONNX model, folded into every ONNX session."""
         super().__init__(settings, discover_variants(settings))
+        self._digit_check = digit_check
         self._metrics = metrics
         self._executor = executor
         self._in_flight = in_flight
@@ -201,12 +209,14 @@ class ModelRegistry(RegistryState):
 
     async def predict(
         self, model: LoadedModel, backend: str, precision: str, images: np.ndarray
-    ) -> np.ndarray:
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities (N, 10) of `images`, and their digit scores where the backend's
+        session has the check folded in (else None)."""
         model.users += 1
         try:
             if (backend, precision) not in model.batchers:
                 await self._load_savedmodel(model)
-            return await model.batchers[backend, precision].predict(images)
+            return split_digit_scores(await model.batchers[backend, precision].predict(images))
         finally:
             model.users -= 1
 
@@ -233,7 +243,11 @@ class ModelRegistry(RegistryState):
         try:
             threads = self._settings.inference_threads
             manifest, backends = await asyncio.to_thread(
-                load_version, version_dir, threads, self._settings.lone_session_threads
+                load_version,
+                version_dir,
+                threads,
+                self._settings.lone_session_threads,
+                self._digit_check,
             )
             sample_accuracy = await asyncio.to_thread(self._defaults.sample_accuracy, backends)
         except LoadFailed as error:

@@ -2,7 +2,8 @@
 
 A backend is a loaded model: `predict(float32 (N, 28, 28)) -> float32 (N, 10)`, thread-safe,
 called from the inference thread pool (or, for a lone small request, the event loop: see
-`service.runtime.batching`).
+`service.runtime.batching`). An ONNX backend built with the digit check folded in answers
+(N, 11), each row's digit score after its probabilities (`service.runtime.folded_check`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 
 from mnist_shared.manifest import FP32, Manifest, verify_artifacts
 from service.errors import BackendUnavailable
+from service.runtime.folded_check import SCORED_OUTPUT, fold_digit_check
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +25,7 @@ logger = logging.getLogger(__name__)
 class Backend(Protocol):
     name: str
     precision: str
+    scores_digits: bool  # answers the digit check's score in an 11th column
 
     def predict(self, images: np.ndarray) -> np.ndarray: ...
 
@@ -36,7 +39,8 @@ class OnnxBackend:
     model's operators) and stop the moment it returns, so an idle service burns no CPU.
 
     `precision` picks the model file: fp32 (the export's own) or a reduced-precision twin
-    that passed its gate (`Manifest.precision_files`)."""
+    that passed its gate (`Manifest.precision_files`). `digit_check`: the check's verified ONNX
+    model, folded into the sessions' graph (FoldFailed saying why it cannot be)."""
 
     name = "onnx"
 
@@ -47,19 +51,22 @@ class OnnxBackend:
         threads: int,
         lone_session_threads: int = 1,
         precision: str = FP32,
+        digit_check: bytes | None = None,
     ) -> None:
         file = manifest.precision_files()[precision]
         verify_artifacts(version_dir, manifest, only=[file])
-        model_file = version_dir / file
-        self.precision = precision
-        self._session = _onnx_session(model_file, threads)
-        self._lone_session = (
-            _onnx_session(model_file, lone_session_threads)
-            if lone_session_threads > 1
-            else self._session
-        )
+        model = (version_dir / file).read_bytes()
         self._input = manifest.input.name
         self._output = manifest.output.name
+        self.scores_digits = digit_check is not None
+        if digit_check is not None:
+            model = fold_digit_check(model, digit_check, self._input, self._output)
+            self._output = SCORED_OUTPUT
+        self.precision = precision
+        self._session = _onnx_session(model, threads)
+        self._lone_session = self._session
+        if lone_session_threads > 1:
+            self._lone_session = _onnx_session(model, lone_session_threads)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         return self._session.run([self._output], {self._input: images})[0]
@@ -68,7 +75,7 @@ class OnnxBackend:
         return self._lone_session.run([self._output], {self._input: images})[0]
 
 
-def _onnx_session(model_file: Path, threads: int) -> Any:
+def _onnx_session(model: bytes, threads: int) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -78,12 +85,13 @@ def _onnx_session(model_file: Path, threads: int) -> Any:
     if threads > 1:
         options.add_session_config_entry("session.intra_op.allow_spinning", "1")
         options.add_session_config_entry("session.force_spinning_stop", "1")
-    return ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 class SavedModelBackend:
     name = "savedmodel"
     precision = FP32
+    scores_digits = False
 
     def __init__(self, version_dir: Path, manifest: Manifest) -> None:
         if not tensorflow_available():

@@ -5,14 +5,18 @@ Its artifact and threshold are described in `mnist_shared.digit_check`. Loaded o
 classifiers are; a server without one (`MNIST_DIGIT_CHECK=false`, or none in the models
 directory) answers without the check's fields, and `strict=true` is refused saying why.
 
-A check costs about 0.1 ms of CPU an image (a sixth of a classifier's): a few images are
-scored on the event loop, more in the inference thread (onnxruntime leaves the GIL meanwhile).
+The ONNX classifiers' sessions run the check folded into their graphs (one batched run for
+both: `service.runtime.folded_check`). This session of its own scores the pieces segmentation
+weighs, and the images of a backend without the fold (the SavedModel): about 0.1 ms of CPU an
+image (a sixth of a classifier's), a few images on the event loop, more in the inference
+thread (onnxruntime leaves the GIL meanwhile).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
 from concurrent.futures import Executor
 from pathlib import Path
@@ -27,7 +31,6 @@ from mnist_shared.digit_check import (
     OUTPUT_NAME,
     DigitCheckManifest,
 )
-from mnist_shared.manifest import sha256_file
 from mnist_shared.preprocessing import IMAGE_SIZE, scale_pixels
 
 logger = logging.getLogger(__name__)
@@ -41,15 +44,16 @@ class DigitCheckUnavailable(Exception):
 
 
 class DigitCheck:
-    def __init__(self, check_dir: Path, manifest: DigitCheckManifest, executor: Executor) -> None:
+    def __init__(self, model: bytes, manifest: DigitCheckManifest, executor: Executor) -> None:
+        """`model`: the ONNX file's bytes, verified against the manifest (the classifiers'
+        loader folds the same bytes into their graphs: `service.runtime.folded_check`)."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(
-            str(check_dir / manifest.onnx_file), options, providers=["CPUExecutionProvider"]
-        )
+        self._session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        self.model = model
         self._executor = executor
         self.manifest = manifest
         self.threshold = manifest.threshold
@@ -101,11 +105,12 @@ def load_digit_check(check_dir: Path, executor: Executor) -> DigitCheck:
             f"{check_dir}/{CHECK_MANIFEST} cannot be read ({reason}): {fix}"
         ) from None
     model_file = check_dir / manifest.onnx_file
-    if not model_file.is_file() or sha256_file(model_file) != manifest.sha256:
+    model = model_file.read_bytes() if model_file.is_file() else b""
+    if hashlib.sha256(model).hexdigest() != manifest.sha256:
         raise DigitCheckUnavailable(
             f"{model_file} is missing or its sha256 does not match {CHECK_MANIFEST}: {fix}"
         )
-    check = DigitCheck(check_dir, manifest, executor)
+    check = DigitCheck(model, manifest, executor)
     blank = np.zeros((2, IMAGE_SIZE, IMAGE_SIZE), np.float32)
     scores = check.scores_now(blank)
     if scores.shape != (2,) or not np.all((scores >= 0) & (scores <= 1)):

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from mnist_shared.manifest import FP32, MANIFEST_NAME, Manifest, check_paths
 from mnist_shared.preprocessing import IMAGE_SIZE
 from service.runtime.backends import Backend, OnnxBackend
+from service.runtime.folded_check import CLASSES, split_digit_scores
 
 # What a version's files looked like when it was tried: (path, size, mtime) of each file. A
 # failed version is retried only once this changes, so a broken export is reported once, not
@@ -39,13 +40,16 @@ def fingerprint(version_dir: Path) -> Fingerprint:
 
 
 def load_version(
-    version_dir: Path, threads: int, lone_session_threads: int = 1
+    version_dir: Path,
+    threads: int,
+    lone_session_threads: int = 1,
+    digit_check: bytes | None = None,
 ) -> tuple[Manifest, list[Backend]]:
     """The version's manifest and its verified, smoke-checked ONNX backends, one per precision
     it serves (fp32, and each twin that passed its gate; sessions of `threads` and
-    `lone_session_threads` threads, see `OnnxBackend`); LoadFailed saying why otherwise: a
-    twin the manifest vouches for but that does not load refuses the whole version, as a
-    damaged fp32 file would."""
+    `lone_session_threads` threads with `digit_check` folded in, see `OnnxBackend`);
+    LoadFailed saying why otherwise: a twin the manifest vouches for but that does not load
+    refuses the whole version, as a damaged fp32 file would."""
     try:
         manifest = Manifest.read(version_dir)
     except (OSError, ValidationError, ValueError) as error:
@@ -62,7 +66,7 @@ def load_version(
     except ValueError as error:  # a path leading out of the version
         raise LoadFailed(str(error)) from None
     backends = [
-        _onnx_backend(version_dir, manifest, threads, lone_session_threads, precision)
+        _onnx_backend(version_dir, manifest, precision, threads, lone_session_threads, digit_check)
         for precision in manifest.precision_files()
     ]
     for backend in backends:
@@ -71,11 +75,17 @@ def load_version(
 
 
 def _onnx_backend(
-    version_dir: Path, manifest: Manifest, threads: int, lone_threads: int, precision: str
+    version_dir: Path,
+    manifest: Manifest,
+    precision: str,
+    threads: int,
+    lone_threads: int,
+    digit_check: bytes | None,
 ) -> Backend:
     try:
-        return OnnxBackend(version_dir, manifest, threads, lone_threads, precision)
-    except ValueError as error:  # verify_artifacts: unlisted, missing, outside, sha256 mismatch
+        return OnnxBackend(version_dir, manifest, threads, lone_threads, precision, digit_check)
+    # verify_artifacts (unlisted, missing, outside, sha256 mismatch) and FoldFailed
+    except ValueError as error:
         raise LoadFailed(str(error)) from None
     except Exception as error:  # onnxruntime's own errors share no base class
         file = manifest.precision_files()[precision]
@@ -84,27 +94,32 @@ def _onnx_backend(
 
 def smoke_check(backend: Backend) -> None:
     """Fixed inputs through the model (which also warms it up): shape (N, 10), finite, each
-    row a probability distribution, and the same from the lone-request path."""
+    row a probability distribution, digit scores in [0, 1] where the check is folded in, and
+    the same from the lone-request path."""
     images = _smoke_images()
     check = "smoke check" if backend.precision == FP32 else f"smoke check ({backend.precision})"
     try:
-        probabilities = np.asarray(backend.predict(images))
+        answer = np.asarray(backend.predict(images))
         lone = np.asarray(backend.predict_lone(images[:1]))
     except Exception as error:
         raise LoadFailed(f"{check}: inference raised {_first_line(error)}") from None
-    if probabilities.shape != (len(images), 10):
+    columns = CLASSES + 1 if backend.scores_digits else CLASSES
+    if answer.shape != (len(images), columns):
         raise LoadFailed(
-            f"{check}: output shape {probabilities.shape}, expected ({len(images)}, 10)"
+            f"{check}: output shape {answer.shape}, expected ({len(images)}, {columns})"
         )
-    if not np.isfinite(probabilities).all():
+    if not np.isfinite(answer).all():
         raise LoadFailed(f"{check}: the probabilities are not all finite (NaN or infinity)")
+    probabilities, scores = split_digit_scores(answer)
     sums = probabilities.sum(axis=1)
     if (probabilities < 0).any() or not np.allclose(sums, 1.0, atol=1e-3):
         raise LoadFailed(
             f"{check}: rows are not probability distributions (row sums {sums.min():.4f}"
             f"..{sums.max():.4f}, expected 1)"
         )
-    if lone.shape != (1, 10) or not np.allclose(lone, probabilities[:1], atol=1e-5):
+    if scores is not None and not np.all((scores >= 0) & (scores <= 1)):
+        raise LoadFailed(f"{check}: the folded digit check's scores are not all in [0, 1]")
+    if lone.shape != (1, columns) or not np.allclose(lone, answer[:1], atol=1e-5):
         raise LoadFailed(f"{check}: the lone-request session disagrees with the batch one")
 
 

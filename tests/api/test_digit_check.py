@@ -83,6 +83,17 @@ def test_every_variant_gets_the_same_verdict(client):
     assert verdicts == {name: [False, True] for name in ("group", "instance", "layer")}
 
 
+def test_strict_leaves_a_non_digit_out_of_every_variants_answer(client):
+    files = _files(_photo_of("A"), PHOTO_OF_3, _photo_of("#"), PHOTO_OF_3)
+    response = client.post("/predict?variant=all&strict=true", files=files)
+    assert response.status_code == 200
+    for result in response.json()["results"].values():
+        letter, three, symbol, again = result["predictions"]
+        assert "does not look like one digit" in letter["error"] == symbol["error"]
+        assert three["digit"] == again["digit"] == 3
+        assert three["looks_like_digit"] is again["looks_like_digit"] is True
+
+
 NUMBER_2024 = (REPO_ROOT / "examples/number-2024.jpg").read_bytes()
 
 

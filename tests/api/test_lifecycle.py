@@ -302,7 +302,7 @@ def _load_failures(client: TestClient) -> float:
 
 
 class FakeBackend:
-    name, precision = "fake", "fp32"
+    name, precision, scores_digits = "fake", "fp32", False
 
     def __init__(self, output, output_lone=None) -> None:
         self.output = output
