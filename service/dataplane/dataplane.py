@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
-
-import numpy as np
 
 from mnist_shared.preprocessing import scale_pixels
 from service import __version__
@@ -24,18 +22,18 @@ from service.dataplane.admission import Admission, Admitted
 from service.dataplane.decode_work import decode_files
 from service.dataplane.decoding import ImagePayload, Limits
 from service.dataplane.digit_verdicts import DigitVerdicts
-from service.dataplane.experiments import Experiments, Infer
+from service.dataplane.experiments import Experiments
 from service.dataplane.feedback import FeedbackStore
 from service.dataplane.inference import (
     ALL_VARIANTS,
     InferenceAnswer,
     InferenceRequest,
     ModelInput,
-    VariantResult,
     one_digit_each,
     parse_version,
 )
-from service.dataplane.precision import check_precision, precision_of
+from service.dataplane.model_runs import ModelRuns
+from service.dataplane.precision import check_precision
 from service.dataplane.tensors import INPUT_METADATA, OUTPUT_METADATA
 from service.errors import (
     BadRequest,
@@ -74,6 +72,7 @@ class DataPlane:
         self._in_flight = in_flight
         self._admission = Admission(settings.max_queued_images)
         self.experiments = Experiments(settings, self._admission, metrics, registry.candidate)
+        self._model_runs = ModelRuns(settings, registry, metrics, self.experiments)
         self.feedback = FeedbackStore(settings, metrics)
         self._limits = Limits.of(settings)
         self.draining = False  # SIGTERM received: finishing what was accepted, then exiting
@@ -179,7 +178,7 @@ class DataPlane:
             async with admitted as admission, request.watch_client():
                 decoded = await self._model_input(payload, request.whole)
                 admission.grow((len(decoded.images) - payload.count) * len(variants))
-                results, scores = await self._run(
+                results, scores = await self._model_runs.run(
                     variants, backend, precision, decoded.images, version
                 )
                 decoded, results, scores = await self.digit_verdicts.verdicts(
@@ -208,11 +207,8 @@ class DataPlane:
         runnable on `backend` and served by every chosen model (400 / 404 saying why)."""
         asked = check_precision(asked, backend)
         for variant in variants:
-            self._precision_of(self.loaded_model(variant, version), backend, asked)
+            self._model_runs.precision_of(self.loaded_model(variant, version), backend, asked)
         return asked
-
-    def _precision_of(self, model: LoadedModel, backend: str, asked: str | None) -> str:
-        return precision_of(model, backend, asked, self.settings.default_precision)
 
     async def _model_input(self, payload: ImagePayload, whole: bool) -> ModelInput:
         """The models' input, float32 (M, 28, 28) in [0, 1], and why each picture left out
@@ -230,52 +226,6 @@ class DataPlane:
         else:
             images = scale_pixels(payload.pixels)
         return ModelInput(images, {}, one_digit_each(images) if payload.numbers else None)
-
-    async def _run(
-        self,
-        variants: Sequence[str],
-        backend: str,
-        asked: str | None,
-        images: np.ndarray,
-        version: int | None,
-    ) -> tuple[list[VariantResult], np.ndarray | None]:
-        """Probabilities of every variant, each in the precision `asked` or its default, and
-        the digit scores where the check ran folded into a model's session (else None). Each
-        variant's model is picked once, here (a canary share by a candidate when the request
-        names no version): a version swapped in meanwhile serves the next request."""
-        candidates = [self.experiments.candidate(v, version, asked) for v in variants]
-        models = [
-            self.experiments.route(self.loaded_model(variant, version), candidate)
-            for variant, candidate in zip(variants, candidates, strict=True)
-        ]
-        precisions = [self._precision_of(model, backend, asked) for model in models]
-        if len(models) == 1:  # the common case: no tasks to create and gather
-            answers = [await self._registry.predict(models[0], backend, precisions[0], images)]
-        else:
-            answers = await asyncio.gather(
-                *(
-                    self._registry.predict(model, backend, precision, images)
-                    for model, precision in zip(models, precisions, strict=True)
-                )
-            )
-        for model, candidate, (probabilities, _) in zip(models, candidates, answers, strict=True):
-            self._metrics.images_classified(model.variant, len(images))
-            if candidate is not None and model is not candidate:
-                self.experiments.mirror(
-                    candidate, images, probabilities, self._inferer(backend, asked)
-                )
-        results = [
-            VariantResult(model.variant, model.version, backend, precision, answer[0])
-            for model, precision, answer in zip(models, precisions, answers, strict=True)
-        ]
-        return results, next((scores for _, scores in answers if scores is not None), None)
-
-    def _inferer(self, backend: str, asked: str | None) -> Infer:
-        async def infer(model: LoadedModel, images: np.ndarray) -> np.ndarray:
-            precision = self._precision_of(model, backend, asked)
-            return (await self._registry.predict(model, backend, precision, images))[0]
-
-        return infer
 
     @asynccontextmanager
     async def _admitted(self, image_inferences: int) -> AsyncIterator[Admitted]:
