@@ -88,13 +88,18 @@ def test_the_train_profile_writes_a_version_the_api_treats_as_the_gate_says(
 
 
 def _wait_for_version(stack: Stack, variant: str, version: int, timeout_s: float = 120) -> dict:
+    """The listing once `version` is listed and loaded (each worker loads it on its own, and
+    a listing answered by one still loading it says "loading")."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         listing = models_listing(stack)[variant]
-        if any(entry["version"] == version for entry in listing["versions"]):
+        states = {entry["version"]: entry["state"] for entry in listing["versions"]}
+        if states.get(version, "loading") != "loading":
             return listing
         time.sleep(0.5)
-    raise AssertionError(f"GET /models did not list {variant} version {version} in {timeout_s} s")
+    raise AssertionError(
+        f"GET /models did not list {variant} version {version} loaded in {timeout_s} s"
+    )
 
 
 def test_stop_answers_every_request_in_flight_within_the_grace_period(stack: Stack):
