@@ -89,7 +89,8 @@ def test_strict_leaves_a_non_digit_out_of_every_variants_answer(client):
     assert response.status_code == 200
     for result in response.json()["results"].values():
         letter, three, symbol, again = result["predictions"]
-        assert "does not look like one digit" in letter["error"] == symbol["error"]
+        assert letter["error"] == symbol["error"]
+        assert "does not look like one digit" in letter["error"]
         assert three["digit"] == again["digit"] == 3
         assert three["looks_like_digit"] is again["looks_like_digit"] is True
 

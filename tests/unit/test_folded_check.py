@@ -6,6 +6,7 @@ refused saying why, and a folded model's smoke check reads its scores."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -14,13 +15,17 @@ import pytest
 
 from devtools.committed import committed_models
 from mnist_shared.digit_check import CHECK_DIR_NAME, INPUT_NAME, OUTPUT_NAME
-from mnist_shared.manifest import Manifest
+from mnist_shared.manifest import Manifest, latest_version
 from mnist_shared.preprocessing import scale_pixels
 from service.runtime.folded_check import FoldFailed, fold_digit_check, split_digit_scores
 from service.runtime.model_loading import LoadFailed, load_version, smoke_check
 
 COMMITTED = committed_models()
 CHECK = (COMMITTED / CHECK_DIR_NAME / "model.onnx").read_bytes()
+
+
+def _version_dir(variant: str) -> Path:
+    return COMMITTED / variant / str(latest_version(COMMITTED / variant))
 
 
 def _run_apart(model_file, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -35,7 +40,7 @@ def _run_apart(model_file, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def test_a_folded_session_answers_as_the_classifier_and_the_check_apart(
     mnist, variant, lone_session_threads
 ):
-    version_dir = max((COMMITTED / variant).iterdir())
+    version_dir = _version_dir(variant)
     _, backends = load_version(version_dir, 1, lone_session_threads, digit_check=CHECK)
     manifest = Manifest.read(version_dir)
     images = scale_pixels(mnist.test_images[:64])
@@ -50,14 +55,14 @@ def test_a_folded_session_answers_as_the_classifier_and_the_check_apart(
 
 
 def test_without_the_check_a_session_answers_probabilities_alone(mnist):
-    _, backends = load_version(max((COMMITTED / "group").iterdir()), threads=1)
+    _, backends = load_version(_version_dir("group"), threads=1)
     answer = backends[0].predict(scale_pixels(mnist.test_images[:3]))
     assert not backends[0].scores_digits and answer.shape == (3, 10)
     assert split_digit_scores(answer)[1] is None
 
 
 def _classifier() -> bytes:
-    return (max((COMMITTED / "group").iterdir()) / "model.onnx").read_bytes()
+    return (_version_dir("group") / "model.onnx").read_bytes()
 
 
 def test_a_check_reading_another_input_is_refused_saying_so():
