@@ -7,7 +7,7 @@ slightly overlapping), posts them to the service on the committed models (in pro
 prints the tables. Then the CPU cost of a 1000x1000 JPEG photo of a 6-digit number (decoding,
 segmentation, framing and inference, CPU time of the process).
 
-    python -m benchmarks.read_numbers [--per-cell 40] [--seed 7]
+    python -m benchmarks.read_numbers [--per-cell 40] [--seed 7] [--models-dir D --version N]
 
 Runs twice, in one run: without the digit check (touching digits cut by the width of marks
 alone) and as served (the check judging the cuts). Exits 1 when, as served, separated digits
@@ -22,6 +22,7 @@ import os
 import sys
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 from fastapi.testclient import TestClient
@@ -35,15 +36,21 @@ TARGET_DIGITS, TARGET_NUMBERS, TARGET_TOUCHING, TARGET_CPU_MS = 0.98, 0.95, 0.90
 LENGTHS = (2, 4, 6, 8)
 
 
-def read(client: TestClient, data: bytes) -> str:
-    response = client.post("/read?variant=group", files=[("file", ("n.jpg", data, "image/jpeg"))])
+def read(client: TestClient, data: bytes, query: dict[str, str]) -> str:
+    files = [("file", ("n.jpg", data, "image/jpeg"))]
+    response = client.post("/read", params=query, files=files)
     if response.status_code != 200:
         return ""
     return response.json()["readings"][0]["number"]
 
 
 def accuracy_table(
-    client: TestClient, images: np.ndarray, labels: np.ndarray, per_cell: int, seed: int
+    client: TestClient,
+    images: np.ndarray,
+    labels: np.ndarray,
+    per_cell: int,
+    seed: int,
+    query: dict[str, str],
 ) -> dict:
     """{(spacing, length, condition): (digits right, digits, numbers right, numbers)}."""
     table: dict = defaultdict(lambda: [0, 0, 0, 0])
@@ -51,7 +58,7 @@ def accuracy_table(
         for length in LENGTHS:
             pictures = sample_numbers(images, labels, per_cell, seed, (length,), spacing)
             for picture in pictures:
-                got = read(client, picture.picture.data)
+                got = read(client, picture.picture.data, query)
                 cell = table[spacing, length, picture.condition]
                 cell[0] += sum(a == b for a, b in zip(got, picture.number, strict=False)) * (
                     len(got) == len(picture.number)
@@ -64,7 +71,12 @@ def accuracy_table(
 
 
 def large_photo_cpu_ms(
-    client: TestClient, images: np.ndarray, labels: np.ndarray, seed: int, rounds: int = 10
+    client: TestClient,
+    images: np.ndarray,
+    labels: np.ndarray,
+    seed: int,
+    query: dict[str, str],
+    rounds: int = 10,
 ) -> float:
     """CPU milliseconds of the process for one /read of a 1000x1000 photo of 6 digits."""
     rng = np.random.default_rng(seed)
@@ -73,11 +85,11 @@ def large_photo_cpu_ms(
     sheet = Image.new("L", (1000, 1000), 235)
     sheet.paste(ink, (50, 400))
     data = encode(sheet.convert("RGB"), "JPEG", quality=90).data
-    read(client, data)  # warm
+    read(client, data, query)  # warm
     best = float("inf")
     for _ in range(rounds):
         started = time.process_time()
-        read(client, data)
+        read(client, data, query)
         best = min(best, (time.process_time() - started) * 1000)
     return best
 
@@ -91,20 +103,26 @@ def main() -> int:
     parser.add_argument("--per-cell", type=int, default=40, help="pictures per spacing and length")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR"))
+    parser.add_argument("--models-dir", type=Path, help="default: the committed models")
+    parser.add_argument(
+        "--version", type=int, help="version of group to read with; default: serving"
+    )
     args = parser.parse_args()
     data = load_mnist(args.data_dir)
+    query = {"variant": "group"} | ({"version": str(args.version)} if args.version else {})
     status = 0
     # Without the digit check first: touching digits cut by the width of marks alone (before),
     # then as served (the check judging the cuts); the targets apply to the second.
     for checked in (False, True):
         print(f"\n## {'with' if checked else 'without'} the digit check", flush=True)
-        settings = Settings(models_dir=committed_models(), variants=["group"], digit_check=checked)
+        models_dir = args.models_dir or committed_models()
+        settings = Settings(models_dir=models_dir, variants=["group"], digit_check=checked)
         with TestClient(create_app(settings)) as client:
             while client.get("/health/ready").status_code != 200:
                 time.sleep(0.05)
             images, labels = data.test_images, data.test_labels
-            table = accuracy_table(client, images, labels, args.per_cell, args.seed)
-            cpu_ms = large_photo_cpu_ms(client, images, labels, args.seed)
+            table = accuracy_table(client, images, labels, args.per_cell, args.seed, query)
+            cpu_ms = large_photo_cpu_ms(client, images, labels, args.seed, query)
         status = report(table, cpu_ms, checked)
     return status
 

@@ -6,13 +6,15 @@ export was given the client-picture set on each kind of client picture (fp32's, 
 gate measured them), and where it was trained with corrections from users on the share of them
 held out, beside the default version's accuracy on the same pictures. Versions are taken oldest
 first: the oldest is the first default (a first version keeps today's behaviour), and each
-newer one replaces the default only if, on every evaluation both were measured on with the same
-number of pictures, it is at most MNIST_PROMOTION_TOLERANCE points below it. One that is not is
-a candidate: loaded, reachable with `version=N`, shown in `/models` with both versions' figures
-and the reasons. MNIST_PROMOTION=always makes the newest the default whatever its figures (the
-behaviour before the gate). An operator's choice (`mnist-models promote|rollback`, or the
-repository API's load with a version), kept in `serving.json` beside the versions, overrides
-the gate.
+newer one replaces the default only if, on no evaluation both were measured on with the same
+number of pictures, it reads worse than the default by more than MNIST_PROMOTION_TOLERANCE
+points and the noise of the evaluation's sample (see `allowed_drop`). Besides each kind of
+client picture, all kinds together are an evaluation of their own: a version a little worse on
+every kind is held back there. One that does not take over is a candidate: loaded, reachable
+with `version=N`, shown in `/models` with both versions' figures and the reasons.
+MNIST_PROMOTION=always makes the newest the default whatever its figures (the behaviour before
+the gate). An operator's choice (`mnist-models promote|rollback`, or the repository API's load
+with a version), kept in `serving.json` beside the versions, overrides the gate.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -31,6 +34,13 @@ from mnist_shared.manifest import Manifest
 from mnist_shared.serving_choice import SERVING_FILE, ServingChoice, read_choice
 
 TEST_SPLIT = "test split"
+CLIENT_KIND = "client pictures: "  # the prefix of each kind's evaluation
+EVERY_KIND = "client pictures, every kind"
+
+# How far a drop may go by chance before it counts: the one-sided 5% level of an unpaired
+# two-proportion test, on each evaluation. Both versions read the same pictures, so a real
+# difference spreads less than that test assumes (docs/lifecycle.md: what it catches).
+NOISE_Z = NormalDist().inv_cdf(0.95)
 
 
 @dataclass(frozen=True)
@@ -66,7 +76,7 @@ def figures(manifest: Manifest) -> dict[str, tuple[float, int]]:
     for twin in manifest.precisions.values():  # fp32's figures, as the twin's gate took them
         for kind, row in twin.kinds.items():
             if "fp32_accuracy" in row:
-                measured[f"client pictures: {kind}"] = (
+                measured[f"{CLIENT_KIND}{kind}"] = (
                     row["fp32_accuracy"],
                     int(row.get("pictures", 0)),
                 )
@@ -87,16 +97,38 @@ def _baselines(new: Manifest, default: Manifest) -> dict[str, tuple[float, float
     }
 
 
+def allowed_drop(accuracy: float, default: float, pictures: int, z: float) -> float:
+    """Points an evaluation of `pictures` may drop by chance: z standard errors of the
+    difference of two accuracies of that many pictures (pooled, as a two-proportion test)."""
+    pooled = (accuracy + default) / 2
+    return 100 * z * math.sqrt(2 * pooled * (1 - pooled) / max(pictures, 1))
+
+
+def shared_figures(new: Manifest, default: Manifest) -> dict[str, tuple[float, float, int]]:
+    """(new's, the default's accuracy, pictures) of every evaluation both were measured on with
+    the same number of pictures, all kinds of client picture together among them."""
+    ours, theirs = figures(new), figures(default)
+    shared = {
+        name: (ours[name][0], theirs[name][0], ours[name][1])
+        for name in theirs
+        if name in ours and ours[name][1] == theirs[name][1]
+    }
+    for name, (accuracy, baseline) in _baselines(new, default).items():
+        shared.setdefault(name, (accuracy, baseline, new.evaluations[name].pictures))
+    kinds = [row for name, row in shared.items() if name.startswith(CLIENT_KIND)]
+    if len(kinds) > 1:
+        pictures = sum(n for _, _, n in kinds)
+        shared[EVERY_KIND] = (
+            sum(a * n for a, _, n in kinds) / pictures,
+            sum(b * n for _, b, n in kinds) / pictures,
+            pictures,
+        )
+    return shared
+
+
 def judge(new: Manifest, default: Manifest, tolerance_points: float) -> Verdict:
     """`new` against the `default` it would replace (see the module's docstring)."""
-    ours, theirs = figures(new), figures(default)
-    shared = [name for name in theirs if name in ours and ours[name][1] == theirs[name][1]]
-    percent = {name: round(100 * ours[name][0], 2) for name in shared}
-    against = {name: round(100 * theirs[name][0], 2) for name in shared}
-    for name, (accuracy, baseline) in _baselines(new, default).items():
-        if name not in shared:
-            shared.append(name)
-            percent[name], against[name] = round(100 * accuracy, 2), round(100 * baseline, 2)
+    shared = shared_figures(new, default)
     if not shared:
         reason = (
             f"measured on no evaluation of the same size as version {default.version} "
@@ -104,13 +136,18 @@ def judge(new: Manifest, default: Manifest, tolerance_points: float) -> Verdict:
             "export it with the full test split, or promote it by hand"
         )
         return Verdict(new.version, default.version, False, [reason])
-    reasons = [
-        f"{name}: {percent[name]:.2f}% against {against[name]:.2f}% "
-        f"({against[name] - percent[name]:.2f} points lower, more than "
-        f"MNIST_PROMOTION_TOLERANCE={tolerance_points:g})"
-        for name in shared
-        if against[name] - percent[name] > tolerance_points + 1e-9
-    ]
+    reasons = []
+    for name, (accuracy, baseline, pictures) in shared.items():
+        allowed = tolerance_points + allowed_drop(accuracy, baseline, pictures, NOISE_Z)
+        drop = 100 * (baseline - accuracy)
+        if drop > allowed + 1e-9:
+            reasons.append(
+                f"{name}: {100 * accuracy:.2f}% against {100 * baseline:.2f}% ({drop:.2f} points "
+                f"lower, more than the {allowed:.2f} that MNIST_PROMOTION_TOLERANCE="
+                f"{tolerance_points:g} and the noise of {pictures} pictures allow)"
+            )
+    percent = {name: round(100 * row[0], 2) for name, row in shared.items()}
+    against = {name: round(100 * row[1], 2) for name, row in shared.items()}
     return Verdict(new.version, default.version, not reasons, reasons, percent, against)
 
 

@@ -67,7 +67,8 @@ class Settings(BaseSettings):
         ge=0,
         le=100,
         description="How many accuracy points (percent) below the default version a newer "
-        "one may score on any evaluation and still take over.",
+        "one may score on any evaluation and still take over, beyond the noise of the "
+        "evaluation's sample (1.645 standard errors of the difference).",
     )
     canary_percent: float = Field(
         0.0,

@@ -61,29 +61,51 @@ def build_classifier(
     jit_compile: bool | str = "auto",
     channels_per_group: int | None = None,
     steps_per_execution: int = 1,
+    ema_momentum: float | None = None,
 ) -> keras.Model:
     """Build and compile one classifier. `normalize=False` builds the normalization-free twin
     (same layers and weight shapes otherwise) used to measure what normalization costs;
     `channels_per_group` sizes group normalization's groups instead of the default count;
     `steps_per_execution` runs that many training steps per call into the backend (less Python
-    overhead for small batches; the steps are the same)."""
+    overhead for small batches; the steps are the same); `ema_momentum` keeps an exponential
+    moving average of the weights in the optimizer (`keras.callbacks.SwapEMAWeights` puts it in
+    the model for validation and at the end of training)."""
     if variant not in TRAINABLE:
         raise ValueError(f"Unknown `variant` {variant!r}; choose one of {', '.join(TRAINABLE)}.")
     if arch not in ARCHITECTURES:
         raise ValueError(f"Unknown `arch` {arch!r}; choose one of {', '.join(ARCHITECTURES)}.")
+    if ema_momentum is not None and not 0.0 < ema_momentum < 1.0:
+        raise ValueError(
+            f"`ema_momentum` must be in (0, 1) or None for no average. Received: {ema_momentum!r}"
+        )
     norm = _norm_factory(variant, arch, normalize, channels_per_group)
     body = _tutorial_body if arch == "tutorial" else _cnn_body
     inputs = keras.Input(shape=(28, 28), dtype="float32", name="image")
     outputs = body(keras.layers.Reshape((28, 28, 1), name="add_channel")(inputs), norm)
     model = keras.Model(inputs, outputs, name=f"mnist_{arch}_{variant}")
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=keras.optimizers.Adam(
+            learning_rate, use_ema=ema_momentum is not None, ema_momentum=ema_momentum or 0.99
+        ),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
         jit_compile=jit_compile,
         steps_per_execution=steps_per_execution,
     )
     return model
+
+
+def training_callbacks(patience: int, ema_momentum: float | None) -> list[keras.callbacks.Callback]:
+    """Early stopping on the validation loss (the best weights restored), judging the moving
+    average of the weights where the optimizer keeps one: it goes into the model at each
+    epoch's end, before early stopping reads it, and stays there after training."""
+    callbacks: list[keras.callbacks.Callback] = []
+    if ema_momentum is not None:
+        callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+    callbacks.append(
+        keras.callbacks.EarlyStopping("val_loss", patience=patience, restore_best_weights=True)
+    )
+    return callbacks
 
 
 NormFactory = Callable[[int, str], keras.layers.Layer]

@@ -8,164 +8,22 @@ Reads top to bottom: config -> devices -> data -> per variant (model, fit, evalu
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
 import math
-import os
-import shlex
 import sys
 import time
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-from training.export import REALWORLD_SET_HELP, read_realworld_set
-from training.training_set import (
-    CLIENT_FRAMES_HELP,
-    ClientFramesError,
-    TrainingSet,
-    prepare_training_set,
-)
-from training.variants import (
-    ARCHITECTURES,
-    DEFAULT_ARCHITECTURE,
-    PRECISIONS,
-    TRAINABLE,
-    VARIANTS,
-    setup_logging,
-)
+from training.export import read_realworld_set
+from training.train_config import TrainConfig, parse_args
+from training.training_set import ClientFramesError, TrainingSet, prepare_training_set
+from training.variants import setup_logging
 
 logger = logging.getLogger("training")
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    variants: tuple[str, ...] = VARIANTS
-    arch: str = DEFAULT_ARCHITECTURE
-    epochs: int = 60
-    batch_size: int = 32
-    learning_rate: float = 1e-3  # peak of a cosine decay over all epochs
-    seed: int = 0
-    data_dir: str | None = None  # None: keras.datasets.mnist (downloads)
-    output_dir: str = "models"
-    runs_dir: str | None = None  # the run's summary and curves; None: runs/ beside output_dir
-    augment: bool = True  # small shifts, turns and zooms of every batch
-    redrawn_copies: int = 6  # redrawn versions of each training image (training.augment)
-    client_frames: str | None = None  # devtools.client_frames .npz: more versions of each image
-    precision: str = "auto"
-    validation_fraction: float = 0.1
-    patience: int = 20  # epochs without val_loss improvement before stopping
-    jit_compile: bool | None = None  # None: XLA on GPU, plain TF on CPU (faster to start)
-    export: bool = True
-    version: int | None = None
-    realworld_set: str | None = None  # client-like pictures for the INT8 twin's gate
-    corrections: str | None = None  # a MNIST_FEEDBACK_DIR: corrections from users to train on
-    command: str = ""
-
-
-def _parser(defaults: TrainConfig) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="mnist-train",
-        description="Train the MNIST normalization classifiers, evaluate them on the test split "
-        "and export each as the next version under --output-dir.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument(
-        "--variant",
-        choices=(*TRAINABLE, "all"),
-        default="all",
-        help=f"what to train; all: {', '.join(VARIANTS)} (batch, the BatchNormalization "
-        "baseline, only when named)",
-    )
-    p.add_argument(
-        "--arch",
-        choices=ARCHITECTURES,
-        default=defaults.arch,
-        help="network (docs/training.md)",
-    )
-    p.add_argument("--epochs", type=int, default=defaults.epochs, help="most epochs to run")
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per step")
-    p.add_argument(
-        "--learning-rate", type=float, default=defaults.learning_rate, help="peak, cosine-decayed"
-    )
-    p.add_argument("--seed", type=int, default=defaults.seed, help="same seed, same weights")
-    p.add_argument(
-        "--data-dir",
-        default=os.environ.get("MNIST_DATA_DIR"),
-        help="directory with the four MNIST IDX files (env MNIST_DATA_DIR); "
-        "unset: download with keras.datasets.mnist",
-    )
-    p.add_argument("--output-dir", default=defaults.output_dir, help="models directory")
-    p.add_argument(
-        "--runs-dir",
-        default=defaults.runs_dir,
-        help="where the run's summary and curves go, in a new directory of their own "
-        "(default: runs/ beside the models directory)",
-    )
-    p.add_argument(
-        "--augment",
-        action=argparse.BooleanOptionalAction,
-        default=defaults.augment,
-        help="small random shifts, turns and zooms of every batch",
-    )
-    p.add_argument(
-        "--redrawn-copies",
-        type=int,
-        default=defaults.redrawn_copies,
-        help="redrawn copies of each training image (pen width, slant, blur), 0 for none",
-    )
-    p.add_argument("--client-frames", help=CLIENT_FRAMES_HELP)
-    p.add_argument(
-        "--precision", choices=PRECISIONS, default=defaults.precision, help="auto: by device"
-    )
-    p.add_argument(
-        "--validation-fraction",
-        type=float,
-        default=defaults.validation_fraction,
-        help="training images held out for early stopping",
-    )
-    p.add_argument(
-        "--patience", type=int, default=defaults.patience, help="epochs without improvement"
-    )
-    p.add_argument(
-        "--jit-compile",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="XLA; unset: on with a GPU",
-    )
-    p.add_argument(
-        "--export",
-        action=argparse.BooleanOptionalAction,
-        default=defaults.export,
-        help="export each trained variant",
-    )
-    p.add_argument("--version", type=int, default=None, help="model version; unset: the next")
-    p.add_argument("--realworld-set", help=REALWORLD_SET_HELP)
-    p.add_argument(
-        "--corrections",
-        help="a directory of corrections from users (the service's MNIST_FEEDBACK_DIR): a "
-        "fifth held out and measured against the serving version for the promotion gate, the "
-        "rest mixed into training",
-    )
-    return p
-
-
-def parse_args(argv: list[str] | None) -> TrainConfig:
-    defaults = TrainConfig()
-    p = _parser(defaults)
-    args = p.parse_args(argv)
-    for name in ("epochs", "batch_size", "patience"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.redrawn_copies < 0:
-        p.error(f"--redrawn-copies must be >= 0, got {args.redrawn_copies}")
-    return TrainConfig(
-        variants=VARIANTS if args.variant == "all" else (args.variant,),
-        **{k: v for k, v in vars(args).items() if k != "variant"},
-        command=shlex.join(["mnist-train", *(sys.argv[1:] if argv is None else argv)]),
-    )
 
 
 def train_variant(
@@ -176,19 +34,23 @@ def train_variant(
     import tensorflow as tf
 
     from training.data import accuracy_on_test_split
+    from training.models import training_callbacks
 
     # Same seed, same machine -> same weights: seeded RNGs and deterministic kernels.
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
     train, val, train_size = _datasets(config, training_set)
     model = _compiled_model(variant, config, setup, train_size)
-    stop = keras.callbacks.EarlyStopping(
-        "val_loss", patience=config.patience, restore_best_weights=True
-    )
+    callbacks = training_callbacks(config.patience, config.ema_momentum)
     logger.info("training %s/%s on %d images", variant, config.arch, train_size)
     started = time.perf_counter()
     history = model.fit(
-        train, validation_data=val, epochs=config.epochs, callbacks=[stop], verbose=2, shuffle=False
+        train,
+        validation_data=val,
+        epochs=config.epochs,
+        callbacks=callbacks,
+        verbose=2,
+        shuffle=False,
     )
     seconds = time.perf_counter() - started
     accuracy = accuracy_on_test_split(model, data)
@@ -246,7 +108,9 @@ def _compiled_model(variant: str, config: TrainConfig, setup: Any, train_size: i
     with setup.strategy.scope():
         steps = config.epochs * math.ceil(train_size / config.batch_size)
         schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, steps, alpha=0.01)
-        return build_classifier(variant, config.arch, schedule, jit_compile=jit)
+        return build_classifier(
+            variant, config.arch, schedule, jit_compile=jit, ema_momentum=config.ema_momentum
+        )
 
 
 def _export(

@@ -41,7 +41,7 @@ class TrainingSet:
 
 def prepare_training_set(config: Any, data: Any) -> TrainingSet:
     """Split off validation images; add corrections, redrawn copies and client frames (once,
-    for every variant). `config` is a `training.train.TrainConfig`."""
+    for every variant). `config` is a `training.train_config.TrainConfig`."""
     from training.augment import augmented_pool
     from training.data import split_rows
 

@@ -206,3 +206,11 @@ def test_corrections_are_trained_on_and_their_held_out_share_measured(small_mnis
     serving = Manifest.read(out / "group" / "3")
     _, verdicts = choose_default({3: serving, 4: manifest}, always=False, tolerance_points=0.1)
     assert "corrections (held out)" in verdicts[4].figures
+
+
+def test_an_ema_momentum_outside_0_1_is_refused_by_the_cli(capsys):
+    from training.train_config import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--ema-momentum", "1.5"])
+    assert "--ema-momentum must be in (0, 1), e.g. 0.999, got 1.5" in capsys.readouterr().err

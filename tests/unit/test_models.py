@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from training.layers import GroupNormalization, InstanceNormalization, LayerNormalization
-from training.models import build_classifier
+from training.models import build_classifier, training_callbacks
 
 NORM_TYPES = {
     "group": GroupNormalization,
@@ -95,3 +95,35 @@ def test_group_normalization_sized_by_channels_per_group():
     ]  # fmt: skip
     with pytest.raises(ValueError, match="`channels_per_group`=3 does not divide the 10 channels"):
         build_classifier("group", "tutorial", channels_per_group=3)
+
+
+def test_the_model_ends_training_holding_the_moving_average_of_its_weights():
+    """With `ema_momentum`, what training leaves in the model (and export saves) is the
+    exponential moving average of the weights after each step, computed here by hand."""
+    momentum = 0.6
+    keras.utils.set_random_seed(0)
+    model = build_classifier("group", "tutorial", 1e-2, ema_momentum=momentum, jit_compile=False)
+    rng = np.random.default_rng(0)
+    x = rng.random((24, 28, 28), dtype=np.float32)
+    y = np.arange(24) % 10
+    after_each_step: list[list[np.ndarray]] = []
+    record = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: after_each_step.append(
+            [w.numpy().copy() for w in model.trainable_weights]
+        )
+    )
+    callbacks = [*training_callbacks(patience=10, ema_momentum=momentum), record]
+    model.fit(x, y, batch_size=8, epochs=2, validation_data=(x, y), callbacks=callbacks, verbose=0)
+    average = after_each_step[0]  # the first step's weights start the average
+    for weights in after_each_step[1:]:
+        average = [momentum * a + (1 - momentum) * w for a, w in zip(average, weights, strict=True)]
+    # Early stopping restores its best epoch: the second, as the loss on x keeps falling.
+    for held, expected in zip(model.trainable_weights, average, strict=True):
+        np.testing.assert_allclose(held.numpy(), expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(model.trainable_weights[0].numpy(), after_each_step[-1][0])
+
+
+@pytest.mark.parametrize("momentum", [0.0, 1.0, -0.5])
+def test_an_ema_momentum_outside_0_1_is_refused(momentum):
+    with pytest.raises(ValueError, match=rf"`ema_momentum` must be in \(0, 1\).*{momentum!r}"):
+        build_classifier("group", "tutorial", ema_momentum=momentum)
