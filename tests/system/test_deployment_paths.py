@@ -4,6 +4,7 @@ the v1 compose client, training without its extra, curl-friendly answers."""
 from __future__ import annotations
 
 import base64
+import os
 import re
 import socket
 import subprocess
@@ -80,10 +81,10 @@ def test_training_stops_before_it_starts_where_it_could_not_write_its_results(
     """As the Compose trainer did, as uid 1000, on a runs/ that only root could create."""
     from training import train
 
-    monkeypatch.setattr(train.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
     assert train.main(["--variant", "group", "--output-dir", str(tmp_path / "models")]) == 2
     error = capsys.readouterr().err
-    assert f"uid {train.os.getuid()} may not write in {tmp_path}" in error
+    assert f"uid {os.getuid()} may not write in {tmp_path}" in error
     assert "MNIST_UID:MNIST_GID" in error and "--runs-dir" in error
     assert not (tmp_path / "models").exists()
 
