@@ -97,11 +97,16 @@ def _baselines(new: Manifest, default: Manifest) -> dict[str, tuple[float, float
     }
 
 
+def difference_spread(accuracy: float, pictures: int) -> float:
+    """The standard error of the difference of two accuracies near `accuracy`, each measured
+    on `pictures` pictures (as a fraction, not points)."""
+    return math.sqrt(2 * accuracy * (1 - accuracy) / max(pictures, 1))
+
+
 def allowed_drop(accuracy: float, default: float, pictures: int, z: float) -> float:
     """Points an evaluation of `pictures` may drop by chance: z standard errors of the
     difference of two accuracies of that many pictures (pooled, as a two-proportion test)."""
-    pooled = (accuracy + default) / 2
-    return 100 * z * math.sqrt(2 * pooled * (1 - pooled) / max(pictures, 1))
+    return 100 * z * difference_spread((accuracy + default) / 2, pictures)
 
 
 def shared_figures(new: Manifest, default: Manifest) -> dict[str, tuple[float, float, int]]:
@@ -242,7 +247,7 @@ def sample_reasons(
     """Why version `new` (number, accuracy on the gate sample) is worse than `default` after
     all: lower by more than the tolerance and two standard errors of the difference."""
     (version, accuracy), (default_version, default_accuracy) = new, default
-    spread = 2 * math.sqrt(2 * default_accuracy * (1 - default_accuracy) / pictures)
+    spread = 2 * difference_spread(default_accuracy, pictures)
     drop = 100 * (default_accuracy - accuracy)
     if drop <= tolerance_points + 100 * spread:
         return []
